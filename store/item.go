@@ -1,0 +1,276 @@
+package store
+
+import (
+	"encoding/binary"
+
+	"github.com/tandemcache/tandem/slab"
+)
+
+// An item lives in slab memory, little-endian:
+//
+//	off  size  field
+//	0    4     prev   LRU neighbour towards the head (slab.Ref); guarded by the class's LRU lock
+//	4    4     next   LRU neighbour towards the tail
+//	8    4     exp    expiry in store seconds, 0 = never
+//	12   4     time   last store or LRU bump, store seconds (memcached's it->time)
+//	16   3     vlen   value length for unchained items
+//	19   1     bits   item state, see below
+//	20   1     klen   key length
+//	21   8     cas    only when CAS is enabled (-C removes it, as in memcached)
+//	hdr  4     flags  client flags, only when non-zero
+//	...        key, then the value
+//
+// Everything but prev/next is guarded by the lock of the item's shard.
+//
+// An item whose size passes the largest chunk is chained: the head chunk
+// holds, after the key, the value length (4 bytes) and the refs of the other
+// chunks (4 bytes each), then the first part of the value. The other chunks
+// are raw: their first 4 bytes name the head, their bits byte has bitRaw,
+// and the value continues at rawHdr. All chunks of a chained item are of the
+// largest class, so evicting from that class's LRU frees whole chains.
+const (
+	offPrev  = 0
+	offNext  = 4
+	offExp   = 8
+	offTime  = 12
+	offVlen  = 16
+	offBits  = 19
+	offKlen  = 20
+	offCAS   = 21
+	baseHdr  = 21 // header without CAS
+	rawHdr   = 20
+	flagsLen = 4
+)
+
+const (
+	bitFlags     = 1 << 0 // client flags stored after the header
+	bitFetched   = 1 << 1 // read at least once since stored
+	bitStale     = 1 << 2 // invalidated (meta I): served with X until replaced
+	bitTokenSent = 1 << 3 // a recache win token (W) was handed out
+	bitChained   = 1 << 4
+	bitLinked    = 1 << 5 // in the index and LRU
+	bitRaw       = 1 << 7 // a non-head chunk of a chained item
+)
+
+// MaxKeyLen is memcached's key length limit.
+const MaxKeyLen = 250
+
+func u32(b []byte, off int) uint32 { return binary.LittleEndian.Uint32(b[off:]) }
+
+func put32(b []byte, off int, v uint32) { binary.LittleEndian.PutUint32(b[off:], v) }
+
+// layout describes where the parts of one item lie in its head chunk.
+type layout struct {
+	keyOff   int // start of the key
+	valOff   int // start of the value (of its first part, when chained)
+	headVal  int // value bytes in the head chunk
+	vlen     int
+	nchunks  int // 1 when not chained
+	chainOff int // the value length word, then the chain table, when chained
+}
+
+// plan computes the layout of a new item and the class of its head chunk.
+func (s *Store) plan(klen int, flags uint32, vlen int) (layout, int) {
+	l := layout{keyOff: s.hdr, vlen: vlen, nchunks: 1}
+	if flags != 0 {
+		l.keyOff += flagsLen
+	}
+	total := l.keyOff + klen + vlen
+	if cls := s.slab.ClassFor(total); cls != 0 {
+		l.valOff = l.keyOff + klen
+		l.headVal = vlen
+		return l, cls
+	}
+	cs := s.chunkMax
+	fixed := l.keyOff + klen + 4 // value length word
+	per := cs - rawHdr - 4       // each extra chunk adds payload and a table entry
+	extra := (vlen - (cs - fixed) + per - 1) / per
+	if extra < 1 {
+		extra = 1
+	}
+	l.nchunks = 1 + extra
+	l.chainOff = l.keyOff + klen
+	l.valOff = fixed + 4*extra
+	l.headVal = cs - l.valOff
+	if l.headVal < 0 {
+		// The chain table alone would overflow the head: only possible with
+		// a tiny chunk max and a huge value. Refuse it as too large.
+		return l, 0
+	}
+	return l, s.largest
+}
+
+// head is a decoded view of an item header. It is a copy: changing it does
+// not change the item.
+type head struct {
+	exp, time uint32
+	bits      uint8
+	klen      int
+	cas       uint64
+	flags     uint32
+	keyOff    int
+	vlen      int
+}
+
+func (s *Store) readHead(r slab.Ref) head {
+	b := s.slab.Bytes(r, s.hdr)
+	h := head{
+		exp:    u32(b, offExp),
+		time:   u32(b, offTime),
+		bits:   b[offBits],
+		klen:   int(b[offKlen]),
+		keyOff: s.hdr,
+		vlen:   int(b[offVlen]) | int(b[offVlen+1])<<8 | int(b[offVlen+2])<<16,
+	}
+	if s.useCAS {
+		h.cas = binary.LittleEndian.Uint64(b[offCAS:])
+	}
+	if h.bits&bitFlags != 0 {
+		h.flags = u32(s.slab.Bytes(r, s.hdr+flagsLen), s.hdr)
+		h.keyOff += flagsLen
+	}
+	if h.bits&bitChained != 0 {
+		h.vlen = int(u32(s.slab.Bytes(r, h.keyOff+h.klen+4), h.keyOff+h.klen))
+	}
+	return h
+}
+
+// key returns the item's key, aliasing slab memory.
+func (s *Store) key(r slab.Ref) []byte {
+	b := s.slab.Bytes(r, s.hdr)
+	koff := s.hdr
+	if b[offBits]&bitFlags != 0 {
+		koff += flagsLen
+	}
+	return s.slab.Bytes(r, koff+int(b[offKlen]))[koff:]
+}
+
+func (s *Store) setBits(r slab.Ref, set, clear uint8) {
+	b := s.slab.Bytes(r, s.hdr)
+	b[offBits] = b[offBits]&^clear | set
+}
+
+func (s *Store) setExp(r slab.Ref, exp uint32) { put32(s.slab.Bytes(r, s.hdr), offExp, exp) }
+
+func (s *Store) setTime(r slab.Ref, t uint32) { put32(s.slab.Bytes(r, s.hdr), offTime, t) }
+
+func (s *Store) setCAS(r slab.Ref, cas uint64) {
+	if s.useCAS {
+		binary.LittleEndian.PutUint64(s.slab.Bytes(r, s.hdr)[offCAS:], cas)
+	}
+}
+
+// writeHead fills the header and key of a freshly allocated item; refs are
+// its chunks (refs[0] the head). Value bytes are written with writeValue.
+func (s *Store) writeHead(refs []slab.Ref, l layout, key []byte, flags uint32, exp, now uint32, cas uint64) {
+	b := s.slab.Bytes(refs[0], l.valOff)
+	put32(b, offPrev, 0)
+	put32(b, offNext, 0)
+	put32(b, offExp, exp)
+	put32(b, offTime, now)
+	var bits uint8
+	if flags != 0 {
+		bits |= bitFlags
+		put32(b, s.hdr, flags)
+	}
+	vl := l.vlen
+	if l.nchunks > 1 {
+		bits |= bitChained
+		vl = 0
+		put32(b, l.chainOff, uint32(l.vlen))
+		for i, r := range refs[1:] {
+			put32(b, l.chainOff+4+4*i, uint32(r))
+			rb := s.slab.Bytes(r, rawHdr)
+			put32(rb, 0, uint32(refs[0]))
+			rb[offBits] = bitRaw
+		}
+	}
+	b[offVlen], b[offVlen+1], b[offVlen+2] = byte(vl), byte(vl>>8), byte(vl>>16)
+	b[offBits] = bits
+	b[offKlen] = byte(len(key))
+	if s.useCAS {
+		binary.LittleEndian.PutUint64(b[offCAS:], cas)
+	}
+	copy(b[l.keyOff:], key)
+}
+
+// chain returns the refs of a chained item's extra chunks, aliasing the
+// head's chain table: 4 bytes each.
+func (s *Store) chain(r slab.Ref, h *head) []byte {
+	off := h.keyOff + h.klen + 4
+	n := s.extraChunks(h)
+	return s.slab.Bytes(r, off+4*n)[off:]
+}
+
+func (s *Store) extraChunks(h *head) int {
+	fixed := h.keyOff + h.klen + 4
+	per := s.chunkMax - rawHdr - 4
+	n := (h.vlen - (s.chunkMax - fixed) + per - 1) / per
+	return max(n, 1)
+}
+
+// spans calls fn with the value's bytes in order, one slice per chunk.
+func (s *Store) spans(r slab.Ref, h *head, fn func([]byte)) {
+	if h.bits&bitChained == 0 {
+		off := h.keyOff + h.klen
+		fn(s.slab.Bytes(r, off+h.vlen)[off:])
+		return
+	}
+	chain := s.chain(r, h)
+	n := len(chain) / 4
+	valOff := h.keyOff + h.klen + 4 + 4*n
+	first := s.chunkMax - valOff
+	fn(s.slab.Bytes(r, s.chunkMax)[valOff:])
+	left := h.vlen - first
+	for i := 0; i < n; i++ {
+		c := slab.Ref(u32(chain, 4*i))
+		part := min(left, s.chunkMax-rawHdr)
+		fn(s.slab.Bytes(c, rawHdr+part)[rawHdr:])
+		left -= part
+	}
+}
+
+// appendValue appends the value of item r to dst.
+func (s *Store) appendValue(dst []byte, r slab.Ref, h *head) []byte {
+	if h.bits&bitChained == 0 {
+		off := h.keyOff + h.klen
+		return append(dst, s.slab.Bytes(r, off+h.vlen)[off:]...)
+	}
+	s.spans(r, h, func(b []byte) { dst = append(dst, b...) })
+	return dst
+}
+
+// valueWriter copies bytes into a new item's value, across its chunks.
+type valueWriter struct {
+	s    *Store
+	refs []slab.Ref
+	l    layout
+	pos  int // value bytes written so far
+}
+
+func (w *valueWriter) write(p []byte) {
+	s := w.s
+	for len(p) > 0 {
+		var dst []byte
+		if w.pos < w.l.headVal {
+			dst = s.slab.Bytes(w.refs[0], w.l.valOff+w.l.headVal)[w.l.valOff+w.pos:]
+		} else {
+			per := s.chunkMax - rawHdr
+			i := (w.pos - w.l.headVal) / per
+			off := (w.pos - w.l.headVal) % per
+			end := min(per, w.l.vlen-w.l.headVal-i*per)
+			dst = s.slab.Bytes(w.refs[1+i], rawHdr+end)[rawHdr+off:]
+		}
+		n := copy(dst, p)
+		p = p[n:]
+		w.pos += n
+	}
+}
+
+// size is the memory an item takes in its chunks, for the "bytes" stat.
+func (l *layout) size() int {
+	if l.nchunks == 1 {
+		return l.valOff + l.vlen
+	}
+	return l.valOff + l.vlen + (l.nchunks-1)*rawHdr
+}

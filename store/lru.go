@@ -1,0 +1,219 @@
+package store
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/tandemcache/tandem/slab"
+)
+
+type atomicCounter = atomic.Uint64
+
+// lru is one slab class's list of items, most recently used at the head.
+// Links are slab refs stored in the items (prev towards the head).
+type lru struct {
+	mu         sync.Mutex
+	head, tail slab.Ref
+
+	// Guarded by mu.
+	count, bytes                                   int64
+	evicted, evictedNonzero, evictedUnfetched      uint64
+	evictedTime                                    uint32 // age of the last evicted item
+	reclaimed, expiredUnfetched, outOfMemory       uint64
+	crawlerReclaimed, crawlerChecked, movedEvicted uint64
+
+	// Counted without the lock, for "stats slabs".
+	getHits, cmdSet, deleteHits, incrHits, decrHits atomicCounter
+	casHits, casBadval, touchHits                   atomicCounter
+
+	_ [64]byte
+}
+
+// evictSearch is how many items from the tail eviction considers, as
+// memcached: enough to skip a few locked ones, few enough to stay O(1).
+const evictSearch = 5
+
+func (s *Store) lruPush(l *lru, r slab.Ref) {
+	b := s.slab.Bytes(r, 8)
+	put32(b, offPrev, 0)
+	put32(b, offNext, uint32(l.head))
+	if l.head != 0 {
+		put32(s.slab.Bytes(l.head, 8), offPrev, uint32(r))
+	}
+	l.head = r
+	if l.tail == 0 {
+		l.tail = r
+	}
+}
+
+func (s *Store) lruUnlink(l *lru, r slab.Ref) {
+	b := s.slab.Bytes(r, 8)
+	prev, next := slab.Ref(u32(b, offPrev)), slab.Ref(u32(b, offNext))
+	if prev != 0 {
+		put32(s.slab.Bytes(prev, 8), offNext, uint32(next))
+	} else {
+		l.head = next
+	}
+	if next != 0 {
+		put32(s.slab.Bytes(next, 8), offPrev, uint32(prev))
+	} else {
+		l.tail = prev
+	}
+	put32(b, offPrev, 0)
+	put32(b, offNext, 0)
+}
+
+// allocChunk takes one chunk of class cls, evicting from that class's LRU
+// tail when memory is full, and taking a page from another class when the
+// class has nothing to evict. own reports an eviction from sh. sh.mu held.
+func (s *Store) allocChunk(sh *shard, cls int, now uint32) (r slab.Ref, own bool, err error) {
+	steals := 0
+	for tries := 0; ; tries++ {
+		if r, ok := s.slab.Alloc(cls); ok {
+			return r, own, nil
+		}
+		ok, o := s.evictOne(sh, cls, s.cfg.NoEvict, now)
+		own = own || o
+		if ok {
+			continue
+		}
+		// The candidates at the tail may only be locked for a moment by
+		// other shards: try again a few times before anything drastic.
+		if tries < 4 && s.lruCount(cls) > 0 {
+			runtime.Gosched()
+			continue
+		}
+		// Nothing evictable here: an empty class (its first page), or a
+		// class whose items are all in use. Take a page from the biggest
+		// class, unless evictions are off (-M): that would evict too.
+		if steals < 3 && !s.cfg.NoEvict {
+			steals++
+			if s.steal(sh, cls) {
+				own = true
+				continue
+			}
+		}
+		l := &s.lrus[cls]
+		l.mu.Lock()
+		l.outOfMemory++
+		l.mu.Unlock()
+		return 0, own, ErrNoMemory
+	}
+}
+
+func (s *Store) lruCount(cls int) int64 {
+	l := &s.lrus[cls]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.count
+}
+
+// evictOne frees the least recently used item of class cls that can be
+// freed now: expired ones are reclaimed; live ones are evicted unless
+// onlyExpired. It reports whether one was freed and whether it was in sh.
+func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool, bool) {
+	l := &s.lrus[cls]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.tail
+	for i := 0; r != 0 && i < evictSearch; i++ {
+		prev := slab.Ref(u32(s.slab.Bytes(r, 8), offPrev))
+		h := s.readHead(r)
+		dead := expired(&h, now) || s.isFlushed(&h, now)
+		if onlyExpired && !dead {
+			r = prev
+			continue
+		}
+		hv := xxhash.Sum64(s.slab.Bytes(r, h.keyOff+h.klen)[h.keyOff:])
+		vs := &s.shards[hv&shardMask]
+		if vs == sh {
+			if r == sh.pin {
+				r = prev
+				continue
+			}
+		} else if !vs.mu.TryLock() {
+			r = prev
+			continue
+		}
+		vs.ix.remove(s.findRef(vs, uint32(hv>>32), r))
+		vs.c.currItems--
+		s.lruUnlink(l, r)
+		l.count--
+		l.bytes -= int64(s.itemSize(&h))
+		fetched := h.bits&bitFetched != 0
+		if dead {
+			l.reclaimed++
+			if !fetched {
+				l.expiredUnfetched++
+			}
+		} else {
+			l.evicted++
+			l.evictedTime = now - h.time
+			if h.exp != 0 {
+				l.evictedNonzero++
+			}
+			if !fetched {
+				l.evictedUnfetched++
+			}
+		}
+		s.release(r, &h)
+		if vs != sh {
+			vs.mu.Unlock()
+		}
+		return true, vs == sh
+	}
+	return false, false
+}
+
+// steal moves a page from the class with the most pages to cls, for a class
+// that needs memory and has nothing to evict. sh.mu is held by the caller and
+// items in sh are evicted without locking it again.
+func (s *Store) steal(sh *shard, cls int) bool {
+	err := s.slab.Reassign(-1, cls, func(r slab.Ref) { s.evictRef(r, sh) })
+	if err != nil {
+		return false
+	}
+	s.moves.Add(1)
+	return true
+}
+
+// evictRef frees whatever item owns chunk r, for emptying a page that is
+// being reassigned. The chunk's contents are read without a lock and may be
+// stale or half written; the owner is only freed after looking its key up
+// under the shard lock and finding exactly this item. held is a shard the
+// caller has locked already, or nil.
+func (s *Store) evictRef(r slab.Ref, held *shard) {
+	b := s.slab.Bytes(r, s.hdr)
+	if b[offBits]&bitRaw != 0 {
+		r = slab.Ref(u32(b, 0))
+		if r == 0 {
+			return
+		}
+		b = s.slab.Bytes(r, s.hdr)
+	}
+	if b[offBits]&bitLinked == 0 {
+		return
+	}
+	var kb [MaxKeyLen]byte
+	key, ok := s.racyKey(r, kb[:])
+	if !ok {
+		return
+	}
+	hv := xxhash.Sum64(key)
+	vs := &s.shards[hv&shardMask]
+	if vs != held {
+		vs.mu.Lock()
+		defer vs.mu.Unlock()
+	} else if r == vs.pin {
+		return
+	}
+	slot, found := s.find(vs, key, uint32(hv>>32))
+	if found != r {
+		return
+	}
+	h := s.readHead(r)
+	s.remove(vs, slot, r, &h)
+	s.moveEvict.Add(1)
+}

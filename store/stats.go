@@ -1,0 +1,161 @@
+package store
+
+// Stats are the store's counters, named after the fields of memcached's
+// "stats" that they feed.
+type Stats struct {
+	CurrItems, TotalItems                      uint64
+	Bytes                                      int64 // memory taken by items
+	CmdGet, CmdSet, CmdTouch, CmdFlush         uint64
+	GetHits, GetMisses, GetExpired, GetFlushed uint64
+	TouchHits, TouchMisses                     uint64
+	DeleteHits, DeleteMisses                   uint64
+	IncrHits, IncrMisses, DecrHits, DecrMisses uint64
+	CasHits, CasMisses, CasBadval              uint64
+	StoreTooLarge, StoreNoMemory               uint64
+	Evictions, Reclaimed                       uint64
+	ExpiredUnfetched, EvictedUnfetched         uint64
+	CrawlerReclaimed, CrawlerItemsChecked      uint64
+	CrawlerStarts                              uint64
+	OutOfMemory                                uint64
+	SlabsMoved, SlabReassignEvicted            uint64
+	LimitMaxbytes, TotalMalloced, HashBytes    int64
+}
+
+// ClassStats describes one slab class for "stats slabs" and "stats items".
+type ClassStats struct {
+	Class                                     int
+	ChunkSize, ChunksPerPage, TotalPages      int
+	TotalChunks, UsedChunks                   int64
+	FreeChunks, FreeChunksEnd                 int64
+	Number, MemRequested                      int64
+	Age                                       int64 // seconds since the LRU tail was stored or bumped
+	Evicted, EvictedNonzero, EvictedUnfetched uint64
+	EvictedTime                               int64
+	OutOfMemory, Reclaimed, ExpiredUnfetched  uint64
+	CrawlerReclaimed, CrawlerItemsChecked     uint64
+	GetHits, CmdSet, DeleteHits, IncrHits     uint64
+	DecrHits, CasHits, CasBadval, TouchHits   uint64
+}
+
+// Stats sums the counters. It takes every lock briefly, one at a time.
+func (s *Store) Stats() Stats {
+	var st Stats
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		c := sh.c
+		st.HashBytes += int64(sh.ix.bytes())
+		sh.mu.Unlock()
+		st.CurrItems += c.currItems
+		st.TotalItems += c.totalItems
+		st.CmdGet += c.cmdGet
+		st.CmdTouch += c.cmdTouch
+		st.GetMisses += c.getMisses
+		st.GetExpired += c.getExpired
+		st.GetFlushed += c.getFlushed
+		st.TouchMisses += c.touchMisses
+		st.DeleteMisses += c.deleteMisses
+		st.IncrMisses += c.incrMisses
+		st.DecrMisses += c.decrMisses
+		st.CasMisses += c.casMisses
+		st.StoreNoMemory += c.storeNoMemory
+	}
+	for cls := 1; cls <= s.largest; cls++ {
+		cs := s.classStats(cls)
+		st.Bytes += cs.MemRequested
+		st.CmdSet += cs.CmdSet
+		st.GetHits += cs.GetHits
+		st.TouchHits += cs.TouchHits
+		st.DeleteHits += cs.DeleteHits
+		st.IncrHits += cs.IncrHits
+		st.DecrHits += cs.DecrHits
+		st.CasHits += cs.CasHits
+		st.CasBadval += cs.CasBadval
+		st.Evictions += cs.Evicted
+		st.Reclaimed += cs.Reclaimed
+		st.ExpiredUnfetched += cs.ExpiredUnfetched
+		st.EvictedUnfetched += cs.EvictedUnfetched
+		st.CrawlerReclaimed += cs.CrawlerReclaimed
+		st.CrawlerItemsChecked += cs.CrawlerItemsChecked
+		st.OutOfMemory += cs.OutOfMemory
+	}
+	st.CmdFlush = s.cmdFlush.Load()
+	st.StoreTooLarge = s.tooLarge.Load()
+	st.CrawlerStarts = s.crawls.Load()
+	st.SlabsMoved = s.moves.Load()
+	st.SlabReassignEvicted = s.moveEvict.Load()
+	st.LimitMaxbytes = s.slab.Limit()
+	st.TotalMalloced = s.slab.Malloced()
+	return st
+}
+
+// Classes appends the stats of every class that has pages to dst.
+func (s *Store) Classes(dst []ClassStats) []ClassStats {
+	for cls := 1; cls <= s.largest; cls++ {
+		if cs := s.classStats(cls); cs.TotalPages > 0 {
+			dst = append(dst, cs)
+		}
+	}
+	return dst
+}
+
+func (s *Store) classStats(cls int) ClassStats {
+	sl := s.slab.Stats(cls)
+	cs := ClassStats{
+		Class:         cls,
+		ChunkSize:     sl.ChunkSize,
+		ChunksPerPage: sl.ChunksPerPage,
+		TotalPages:    sl.Pages,
+		TotalChunks:   int64(sl.Pages * sl.ChunksPerPage),
+		UsedChunks:    sl.UsedChunks,
+		FreeChunks:    sl.FreeChunks,
+		FreeChunksEnd: sl.FreeChunksEnd,
+	}
+	now := s.now()
+	l := &s.lrus[cls]
+	l.mu.Lock()
+	cs.Number, cs.MemRequested = l.count, l.bytes
+	if l.tail != 0 {
+		cs.Age = int64(now - u32(s.slab.Bytes(l.tail, s.hdr), offTime))
+	}
+	cs.Evicted, cs.EvictedNonzero, cs.EvictedUnfetched = l.evicted, l.evictedNonzero, l.evictedUnfetched
+	cs.EvictedTime = int64(l.evictedTime)
+	cs.OutOfMemory, cs.Reclaimed, cs.ExpiredUnfetched = l.outOfMemory, l.reclaimed, l.expiredUnfetched
+	cs.CrawlerReclaimed, cs.CrawlerItemsChecked = l.crawlerReclaimed, l.crawlerChecked
+	l.mu.Unlock()
+	cs.GetHits, cs.CmdSet, cs.DeleteHits = l.getHits.Load(), l.cmdSet.Load(), l.deleteHits.Load()
+	cs.IncrHits, cs.DecrHits, cs.TouchHits = l.incrHits.Load(), l.decrHits.Load(), l.touchHits.Load()
+	cs.CasHits, cs.CasBadval = l.casHits.Load(), l.casBadval.Load()
+	return cs
+}
+
+// ResetStats zeroes the counters, as memcached's "stats reset": item counts,
+// memory and the items themselves are untouched.
+func (s *Store) ResetStats() {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		sh.c = shardCounters{currItems: sh.c.currItems}
+		sh.mu.Unlock()
+	}
+	for cls := 1; cls <= s.largest; cls++ {
+		l := &s.lrus[cls]
+		l.mu.Lock()
+		l.evicted, l.evictedNonzero, l.evictedUnfetched, l.evictedTime = 0, 0, 0, 0
+		l.reclaimed, l.expiredUnfetched, l.outOfMemory = 0, 0, 0
+		l.crawlerReclaimed, l.crawlerChecked = 0, 0
+		l.mu.Unlock()
+		for _, c := range []*atomicCounter{&l.getHits, &l.cmdSet, &l.deleteHits, &l.incrHits,
+			&l.decrHits, &l.casHits, &l.casBadval, &l.touchHits} {
+			c.Store(0)
+		}
+	}
+	s.cmdFlush.Store(0)
+	s.tooLarge.Store(0)
+}
+
+// SetMemoryLimit changes the memory limit (memcached's cache_memlimit).
+func (s *Store) SetMemoryLimit(bytes int64) { s.slab.SetLimit(bytes) }
+
+// NumClasses is the number of slab classes; they are numbered from 1.
+func (s *Store) NumClasses() int { return s.largest }

@@ -1,0 +1,1085 @@
+// Package store is Tandem's item store: keys and values with memcached's
+// semantics (flags, expiry, CAS, append, incr/decr, flush, meta-protocol
+// state) over memory from package slab.
+//
+// Nothing per item lives on the Go heap. Items sit in slab chunks outside
+// it; the index is one table of uint64 slots per shard; LRU links are slab
+// refs inside the items. The collector's work does not grow with the number
+// of items.
+//
+// Locks: keys are spread over 512 shards by hash, each with a mutex that
+// guards its index and the items in it. Each slab class has an LRU with its
+// own mutex. The order is shard, then LRU, then the allocator's own locks;
+// eviction, which holds a shard and an LRU and needs the victim's shard, only
+// try-locks it and moves on to the next candidate, as memcached does.
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/tandemcache/tandem/slab"
+)
+
+// Errors returned by store operations. The server turns them into
+// memcached's replies.
+var (
+	// ErrNotFound: the key is absent (NOT_FOUND; for get, a miss).
+	ErrNotFound = errors.New("store: not found")
+	// ErrExists: a CAS compare failed (EXISTS).
+	ErrExists = errors.New("store: cas mismatch")
+	// ErrNotStored: add on a present key, or replace, append or prepend on an
+	// absent one (NOT_STORED).
+	ErrNotStored = errors.New("store: not stored")
+	// ErrTooLarge: the item would pass the maximum item size (-I).
+	ErrTooLarge = errors.New("store: object too large for cache")
+	// ErrNoMemory: no memory could be freed for the item: evictions are
+	// disabled (-M) or nothing in its class can be evicted.
+	ErrNoMemory = errors.New("store: out of memory storing object")
+	// ErrNonNumeric: incr or decr on a value that is not a decimal number.
+	ErrNonNumeric = errors.New("store: cannot increment or decrement non-numeric value")
+	// ErrBadKey: the key is empty or longer than MaxKeyLen.
+	ErrBadKey = errors.New("store: key is empty or longer than 250 bytes")
+)
+
+const (
+	nShards   = 512 // a power of two: a shard is hash & (nShards-1)
+	shardMask = nShards - 1
+
+	// bumpInterval is memcached's ITEM_UPDATE_INTERVAL: an item read again
+	// within a minute of its last bump stays where it is in the LRU, so hot
+	// items do not take the LRU lock on every read.
+	bumpInterval = 60
+
+	// maxDelta is memcached's REALTIME_MAXDELTA: an exptime up to 30 days is
+	// relative, beyond that an absolute unix time.
+	maxDelta = 60 * 60 * 24 * 30
+
+	// memcachedItemHeader is sizeof(item) in 64-bit memcached: the maximum
+	// item size is checked the way memcached computes it, so that exactly the
+	// same values are accepted and refused.
+	memcachedItemHeader = 48
+)
+
+// Config sets up a Store. Zero fields take the defaults noted.
+type Config struct {
+	// MemoryLimit is the slab memory in bytes (memcached -m). Default 64 MiB.
+	MemoryLimit int64
+	// ItemSizeMax is the largest item in bytes (-I), 1 KiB to 1 GiB,
+	// counted as memcached counts it. Default 1 MiB.
+	ItemSizeMax int
+	// ChunkMin is the value room in bytes of the smallest chunk beyond the
+	// item header (-n). Default 48.
+	ChunkMin int
+	// GrowthFactor between slab classes (-f). Default 1.05: finer than
+	// memcached's 1.25, so a chunk wastes at most 5% (1.25 wastes up to 20%).
+	GrowthFactor float64
+	// PageSize of slab pages in bytes. Default 1 MiB.
+	PageSize int
+	// ChunkMax is the largest chunk in bytes (-o slab_chunk_max); larger
+	// items are chained. At most PageSize and below 16 MiB. Default PageSize/2.
+	ChunkMax int
+	// NoEvict makes a full cache answer ErrNoMemory instead of evicting (-M).
+	NoEvict bool
+	// NoCAS disables CAS: items are 8 bytes smaller and their CAS is 0 (-C).
+	NoCAS bool
+	// Clock is the time source. Default: a new Clock, advanced by Run.
+	Clock *Clock
+	// Observer, if set, hears every change a client makes (see Observer).
+	Observer Observer
+	// NoAutomove turns off moving pages between classes in Run
+	// (-o slab_automove=0).
+	NoAutomove bool
+}
+
+// Observer hears the resulting state of every client mutation, for
+// replication. Its methods are called with the key's shard locked, in the
+// order the changes happen; they must be quick and must not call the Store.
+// Evictions and expiry are not reported: they are local memory decisions.
+type Observer interface {
+	// Stored reports the key's new state. The Item is valid only during the call.
+	Stored(it Item)
+	// Deleted reports that a client deleted key; cas was its last CAS.
+	Deleted(key []byte, cas uint64)
+	// Flushed reports flush_all: items stored before unix second at (or,
+	// when at is now, before the call) are invalid.
+	Flushed(at int64)
+}
+
+type shard struct {
+	mu   sync.Mutex
+	ix   index
+	pin  slab.Ref   // item the running operation still needs: never evicted
+	refs []slab.Ref // scratch for allocating chains
+	c    shardCounters
+	_    [64]byte // keep neighbouring shards' locks off this cache line
+}
+
+// shardCounters are guarded by the shard lock.
+type shardCounters struct {
+	getMisses, getExpired, getFlushed, cmdGet uint64
+	cmdTouch, touchMisses                     uint64
+	deleteMisses, incrMisses, decrMisses      uint64
+	casMisses, storeNoMemory                  uint64
+	totalItems, currItems                     uint64
+}
+
+// Store holds the items. All methods are safe for concurrent use.
+type Store struct {
+	cfg      Config
+	slab     *slab.Allocator
+	clock    *Clock
+	ownClock bool
+	epoch    int64 // unix time of store second 0
+	hdr      int   // item header length
+	useCAS   bool
+	chunkMax int // size of the largest class
+	largest  int // the largest class
+	obs      Observer
+
+	shards []shard
+	lrus   []lru // by class
+
+	cas        atomic.Uint64
+	oldestLive atomic.Uint32 // flush_all: items last stored at or before are invalid
+	oldestCAS  atomic.Uint64 // flush_all now: items with a lower CAS are invalid
+
+	tooLarge  atomic.Uint64
+	cmdFlush  atomic.Uint64
+	crawls    atomic.Uint64
+	moves     atomic.Uint64 // pages reassigned
+	moveEvict atomic.Uint64 // items evicted to empty pages being moved
+}
+
+// New builds a Store. Call Run to start the clock and the background work,
+// and Close to release the memory.
+func New(cfg Config) (*Store, error) {
+	if cfg.MemoryLimit == 0 {
+		cfg.MemoryLimit = slab.DefaultLimit
+	}
+	if cfg.ItemSizeMax == 0 {
+		cfg.ItemSizeMax = 1 << 20
+	}
+	if cfg.ChunkMin == 0 {
+		cfg.ChunkMin = 48
+	}
+	if cfg.GrowthFactor == 0 {
+		cfg.GrowthFactor = 1.05
+	}
+	if cfg.PageSize == 0 {
+		cfg.PageSize = slab.DefaultPageSize
+	}
+	if cfg.ChunkMax == 0 {
+		cfg.ChunkMax = cfg.PageSize / 2
+	}
+	switch {
+	case cfg.ItemSizeMax < 1<<10 || cfg.ItemSizeMax > 1<<30:
+		return nil, fmt.Errorf("store: item size max %d is outside 1 KiB to 1 GiB", cfg.ItemSizeMax)
+	case cfg.ChunkMax >= 1<<24:
+		return nil, fmt.Errorf("store: chunk max %d must be below 16 MiB", cfg.ChunkMax)
+	case cfg.ChunkMin < 1:
+		return nil, fmt.Errorf("store: chunk min %d must be positive", cfg.ChunkMin)
+	}
+	s := &Store{cfg: cfg, useCAS: !cfg.NoCAS, obs: cfg.Observer, clock: cfg.Clock}
+	s.hdr = baseHdr
+	if s.useCAS {
+		s.hdr += 8
+	}
+	a, err := slab.New(slab.Config{
+		Limit:    cfg.MemoryLimit,
+		PageSize: cfg.PageSize,
+		MinChunk: s.hdr + cfg.ChunkMin,
+		Factor:   cfg.GrowthFactor,
+		ChunkMax: cfg.ChunkMax,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	s.slab = a
+	s.largest = a.NumClasses()
+	s.chunkMax = a.ChunkSize(s.largest)
+	if s.clock == nil {
+		s.clock, s.ownClock = NewClock(), true
+	}
+	// As memcached does, start the store's clock a little in the past so
+	// that second 0 never occurs and new items are past the bump interval.
+	s.epoch = s.clock.Now() - bumpInterval - 2
+	s.shards = make([]shard, nShards)
+	s.lrus = make([]lru, s.largest+1)
+	return s, nil
+}
+
+// Close releases the slab memory. No method may be called during or after it.
+func (s *Store) Close() error { return s.slab.Close() }
+
+// Clock returns the store's clock.
+func (s *Store) Clock() *Clock { return s.clock }
+
+func (s *Store) now() uint32 { return uint32(s.clock.Now() - s.epoch) }
+
+// realtime converts a memcached exptime to store seconds: 0 is never, up to
+// 30 days is relative to now, larger is an absolute unix time, and a
+// negative one or an absolute one in the past is already expired (1).
+func (s *Store) realtime(exptime int64, now uint32) uint32 {
+	switch {
+	case exptime == 0:
+		return 0
+	case exptime < 0:
+		return 1
+	case exptime > maxDelta:
+		if exptime <= s.epoch {
+			return 1
+		}
+		return uint32(min(exptime-s.epoch, 1<<32-1))
+	default:
+		return uint32(exptime) + now
+	}
+}
+
+func (s *Store) unix(rel uint32) int64 {
+	if rel == 0 {
+		return 0
+	}
+	return s.epoch + int64(rel)
+}
+
+func (s *Store) nextCAS() uint64 {
+	if !s.useCAS {
+		return 0
+	}
+	return s.cas.Add(1)
+}
+
+func (s *Store) shardOf(key []byte) (*shard, uint32) {
+	h := xxhash.Sum64(key)
+	return &s.shards[h&shardMask], uint32(h >> 32)
+}
+
+// TooLarge reports whether an item would pass the maximum item size, the
+// way memcached measures it (its 48-byte header, key, flags, value, CRLF,
+// CAS). The server checks it before reading a value it must then swallow.
+func (s *Store) TooLarge(keyLen int, flags uint32, valueLen int) bool {
+	n := memcachedItemHeader + keyLen + 1 + valueLen + 2
+	if flags != 0 {
+		n += 4
+	}
+	if s.useCAS {
+		n += 8
+	}
+	return n > s.cfg.ItemSizeMax
+}
+
+// find looks key up in sh without regard to expiry. sh.mu held.
+func (s *Store) find(sh *shard, key []byte, h32 uint32) (int, slab.Ref) {
+	ix := &sh.ix
+	n := len(ix.slots)
+	if n == 0 {
+		return -1, 0
+	}
+	for i := ix.home(h32); ; {
+		e := ix.slots[i]
+		if e == 0 {
+			return -1, 0
+		}
+		if uint32(e>>32) == h32 {
+			if r := slab.Ref(uint32(e)); bytes.Equal(s.key(r), key) {
+				return i, r
+			}
+		}
+		if i++; i == n {
+			i = 0
+		}
+	}
+}
+
+// findRef returns the slot holding exactly r, or -1.
+func (s *Store) findRef(sh *shard, h32 uint32, r slab.Ref) int {
+	ix := &sh.ix
+	n := len(ix.slots)
+	if n == 0 {
+		return -1
+	}
+	want := entry(h32, r)
+	for i := ix.home(h32); ; {
+		e := ix.slots[i]
+		if e == want {
+			return i
+		}
+		if e == 0 {
+			return -1
+		}
+		if i++; i == n {
+			i = 0
+		}
+	}
+}
+
+func (s *Store) isFlushed(h *head, now uint32) bool {
+	ol := s.oldestLive.Load()
+	if ol == 0 || ol > now {
+		return false
+	}
+	oc := s.oldestCAS.Load()
+	return h.time <= ol || (oc != 0 && h.cas != 0 && h.cas < oc)
+}
+
+func expired(h *head, now uint32) bool { return h.exp != 0 && h.exp <= now }
+
+// live finds key and checks it is neither expired nor flushed; a dead item
+// is removed on the spot (lazy expiry). sh.mu held.
+func (s *Store) live(sh *shard, key []byte, h32 uint32, now uint32) (int, slab.Ref, head) {
+	slot, r := s.find(sh, key, h32)
+	if r == 0 {
+		return -1, 0, head{}
+	}
+	h := s.readHead(r)
+	switch {
+	case s.isFlushed(&h, now):
+		sh.c.getFlushed++
+	case expired(&h, now):
+		sh.c.getExpired++
+	default:
+		return slot, r, h
+	}
+	s.remove(sh, slot, r, &h)
+	return -1, 0, head{}
+}
+
+// itemSize is the memory an item takes in its chunks.
+func (s *Store) itemSize(h *head) int {
+	n := h.keyOff + h.klen + h.vlen
+	if h.bits&bitChained != 0 {
+		e := s.extraChunks(h)
+		n += 4 + 4*e + rawHdr*e
+	}
+	return n
+}
+
+// remove takes item r out of the index and its LRU and frees it. sh.mu held.
+func (s *Store) remove(sh *shard, slot int, r slab.Ref, h *head) {
+	sh.ix.remove(slot)
+	l := &s.lrus[s.slab.ClassOf(r)]
+	l.mu.Lock()
+	s.lruUnlink(l, r)
+	l.count--
+	l.bytes -= int64(s.itemSize(h))
+	l.mu.Unlock()
+	sh.c.currItems--
+	s.release(r, h)
+}
+
+// release frees the chunks of an item that is no longer linked.
+func (s *Store) release(r slab.Ref, h *head) {
+	s.setBits(r, 0, bitLinked)
+	if h.bits&bitChained != 0 {
+		chain := s.chain(r, h)
+		for i := 0; i < len(chain); i += 4 {
+			s.slab.Free(slab.Ref(u32(chain, i)))
+		}
+	}
+	s.slab.Free(r)
+}
+
+// link puts the new item r in the index, replacing old at slot if old is
+// not 0, and at the head of its LRU. sh.mu held.
+func (s *Store) link(sh *shard, slot int, old slab.Ref, oh *head, r slab.Ref, h32 uint32, size int) {
+	cls := s.slab.ClassOf(r)
+	s.setBits(r, bitLinked, 0)
+	if old != 0 {
+		sh.ix.slots[slot] = entry(h32, r)
+		ocls := s.slab.ClassOf(old)
+		l := &s.lrus[ocls]
+		l.mu.Lock()
+		s.lruUnlink(l, old)
+		l.count--
+		l.bytes -= int64(s.itemSize(oh))
+		if ocls == cls {
+			s.lruPush(l, r)
+			l.count++
+			l.bytes += int64(size)
+			l.mu.Unlock()
+		} else {
+			l.mu.Unlock()
+			s.pushNew(cls, r, size)
+		}
+		s.release(old, oh)
+	} else {
+		sh.ix.insert(h32, r)
+		sh.c.currItems++
+		s.pushNew(cls, r, size)
+	}
+	sh.c.totalItems++
+	s.lrus[cls].cmdSet.Add(1)
+}
+
+func (s *Store) pushNew(cls int, r slab.Ref, size int) {
+	l := &s.lrus[cls]
+	l.mu.Lock()
+	s.lruPush(l, r)
+	l.count++
+	l.bytes += int64(size)
+	l.mu.Unlock()
+}
+
+// bump records a read: the item is marked fetched, and moved to the head of
+// its LRU if it was last moved more than bumpInterval ago. sh.mu held.
+func (s *Store) bump(r slab.Ref, h *head, now uint32) {
+	if h.bits&bitFetched == 0 {
+		s.setBits(r, bitFetched, 0)
+	}
+	if now-h.time < bumpInterval {
+		return
+	}
+	s.setTime(r, now)
+	l := &s.lrus[s.slab.ClassOf(r)]
+	l.mu.Lock()
+	if l.head != r {
+		s.lruUnlink(l, r)
+		s.lruPush(l, r)
+	}
+	l.mu.Unlock()
+}
+
+// newItem allocates and fills the header of a new item. It pins pin (an
+// item the caller still needs) against eviction and reports whether items
+// of sh itself were evicted, which moves index slots. sh.mu held.
+func (s *Store) newItem(sh *shard, pin slab.Ref, key []byte, flags uint32, vlen int,
+	exp, now uint32, cas uint64) (refs []slab.Ref, l layout, own bool, err error) {
+	l, cls := s.plan(len(key), flags, vlen)
+	if cls == 0 {
+		s.tooLarge.Add(1)
+		return nil, l, false, ErrTooLarge
+	}
+	sh.pin = pin
+	refs = sh.refs[:0]
+	for i := 0; i < l.nchunks; i++ {
+		c := cls
+		r, evictedOwn, err := s.allocChunk(sh, c, now)
+		own = own || evictedOwn
+		if err != nil {
+			for _, r := range refs {
+				s.slab.Free(r)
+			}
+			sh.refs, sh.pin = refs[:0], 0
+			sh.c.storeNoMemory++
+			return nil, l, own, err
+		}
+		refs = append(refs, r)
+	}
+	sh.refs, sh.pin = refs[:0], 0
+	s.writeHead(refs, l, key, flags, exp, now, cas)
+	return refs, l, own, nil
+}
+
+// SetOptions says how Set stores a value.
+type SetOptions struct {
+	Mode Mode
+	// Flags are the client flags; append and prepend keep the old ones.
+	Flags uint32
+	// Exptime is memcached's exptime; append and prepend keep the old one.
+	Exptime int64
+	// CAS, if not 0, makes the write conditional on the item's CAS: Mode CAS
+	// requires it; Set and Replace honour it as CAS does (binary protocol,
+	// meta C); Append and Prepend fail with ErrExists on a mismatch.
+	CAS uint64
+	// NewCAS, if not 0, is the CAS the stored item gets (meta E).
+	NewCAS uint64
+	// Invalidate (meta I): a CAS lower than the item's still stores, keeping
+	// the old TTL, and marks the item stale.
+	Invalidate bool
+	// Vivify (meta N) makes Append and Prepend on an absent key store the
+	// value as it is, with VivifyExptime.
+	Vivify        bool
+	VivifyExptime int64
+}
+
+// Mode is what Set does depending on whether the key is present.
+type Mode uint8
+
+const (
+	ModeSet     Mode = iota // store
+	ModeAdd                 // store only if absent
+	ModeReplace             // store only if present
+	ModeAppend              // put the data after the present value
+	ModePrepend             // put the data before the present value
+	ModeCAS                 // store only if present with CAS equal to SetOptions.CAS
+	modeApply               // replication: store only if newer by CAS
+)
+
+// Set stores value under key and returns the item's new CAS.
+func (s *Store) Set(key, value []byte, o SetOptions) (uint64, error) {
+	if len(key) == 0 || len(key) > MaxKeyLen {
+		return 0, ErrBadKey
+	}
+	if o.Mode != ModeAppend && o.Mode != ModePrepend && s.TooLarge(len(key), o.Flags, len(value)) {
+		s.tooLarge.Add(1)
+		return 0, ErrTooLarge
+	}
+	sh, h32 := s.shardOf(key)
+	now := s.now()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return s.set(sh, h32, key, value, &o, s.realtime(o.Exptime, now), now)
+}
+
+func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp, now uint32) (uint64, error) {
+	slot, old, oh := s.live(sh, key, h32, now)
+	flags := o.Flags
+	stale := false
+	var tokenBits uint8
+	compare := o.CAS != 0 && o.Mode != ModeAdd || o.Mode == ModeCAS
+	switch o.Mode {
+	case ModeAdd:
+		if old != 0 {
+			// memcached refreshes the item a failed add found.
+			s.bump(old, &oh, now)
+			return 0, ErrNotStored
+		}
+	case ModeReplace:
+		if old == 0 {
+			if compare {
+				sh.c.casMisses++
+				return 0, ErrNotFound
+			}
+			return 0, ErrNotStored
+		}
+	case ModeAppend, ModePrepend:
+		if old == 0 {
+			if !o.Vivify {
+				return 0, ErrNotStored
+			}
+			exp = s.realtime(o.VivifyExptime, now)
+			break
+		}
+		if o.CAS != 0 && o.CAS != oh.cas {
+			return 0, ErrExists
+		}
+		compare = false
+		flags, exp = oh.flags, oh.exp
+		if s.TooLarge(len(key), flags, oh.vlen+len(value)) {
+			s.tooLarge.Add(1)
+			return 0, ErrTooLarge
+		}
+	case modeApply:
+		if old != 0 && oh.cas >= o.NewCAS {
+			return oh.cas, ErrExists
+		}
+		compare = false
+	}
+	if compare {
+		switch {
+		case old == 0:
+			sh.c.casMisses++
+			return 0, ErrNotFound
+		case oh.cas == o.CAS:
+			s.lrus[s.slab.ClassOf(old)].casHits.Add(1)
+		case o.Invalidate && o.CAS < oh.cas:
+			// A stale write: keep the TTL, mark stale, keep a sent token.
+			s.lrus[s.slab.ClassOf(old)].casHits.Add(1)
+			stale, exp = true, oh.exp
+			tokenBits = oh.bits & bitTokenSent
+		default:
+			s.lrus[s.slab.ClassOf(old)].casBadval.Add(1)
+			return 0, ErrExists
+		}
+	}
+	vlen := len(value)
+	merge := old != 0 && (o.Mode == ModeAppend || o.Mode == ModePrepend)
+	if merge {
+		vlen += oh.vlen
+	}
+	cas := o.NewCAS
+	if cas == 0 {
+		cas = s.nextCAS()
+	}
+	refs, l, own, err := s.newItem(sh, old, key, flags, vlen, exp, now, cas)
+	if err != nil {
+		return 0, err
+	}
+	w := valueWriter{s: s, refs: refs, l: l}
+	switch {
+	case !merge:
+		w.write(value)
+	case o.Mode == ModeAppend:
+		s.spans(old, &oh, w.write)
+		w.write(value)
+	default:
+		w.write(value)
+		s.spans(old, &oh, w.write)
+	}
+	if stale {
+		s.setBits(refs[0], bitStale|tokenBits, 0)
+	}
+	if own && old != 0 {
+		slot = s.findRef(sh, h32, old)
+	}
+	s.link(sh, slot, old, &oh, refs[0], h32, l.size())
+	s.observe(refs[0], now)
+	return cas, nil
+}
+
+// observe reports item r's state to the observer, if there is one.
+func (s *Store) observe(r slab.Ref, now uint32) {
+	if s.obs != nil {
+		h := s.readHead(r)
+		s.obs.Stored(s.view(r, &h, now))
+	}
+}
+
+// Item is a read-only view of an item, passed to callbacks while the item's
+// shard is locked. It and the slices its methods return are valid only
+// during the callback; copy what you keep. A callback must not call the Store.
+type Item struct {
+	s   *Store
+	ref slab.Ref
+	h   head
+
+	Flags uint32
+	CAS   uint64
+	// TTL is the seconds left after the request, -1 for never.
+	TTL int64
+	// PrevTTL is TTL before the request changed it (a touch).
+	PrevTTL int64
+	// LastAccess is seconds since the item was stored or last bumped in the
+	// LRU, before this request.
+	LastAccess int64
+	// Fetched tells whether the item had been read before this request.
+	Fetched bool
+	// Stale: the item was invalidated (meta X).
+	Stale bool
+	// TokenSent: a recache token was handed out before this request (meta Z).
+	TokenSent bool
+	// Won: this request won the right to recache the item (meta W).
+	Won bool
+	// Created: the item was made by this request (vivify on miss).
+	Created bool
+}
+
+func (s *Store) view(r slab.Ref, h *head, now uint32) Item {
+	return Item{
+		s: s, ref: r, h: *h,
+		Flags:      h.flags,
+		CAS:        h.cas,
+		TTL:        ttl(h.exp, now),
+		PrevTTL:    ttl(h.exp, now),
+		LastAccess: int64(now - h.time),
+		Fetched:    h.bits&bitFetched != 0,
+		Stale:      h.bits&bitStale != 0,
+		TokenSent:  h.bits&bitTokenSent != 0,
+	}
+}
+
+func ttl(exp, now uint32) int64 {
+	if exp == 0 {
+		return -1
+	}
+	return int64(exp) - int64(now)
+}
+
+// Key returns the item's key.
+func (it Item) Key() []byte { return it.s.slab.Bytes(it.ref, it.h.keyOff+it.h.klen)[it.h.keyOff:] }
+
+// Len is the value's length in bytes.
+func (it Item) Len() int { return it.h.vlen }
+
+// AppendValue appends the value to dst.
+func (it Item) AppendValue(dst []byte) []byte { return it.s.appendValue(dst, it.ref, &it.h) }
+
+// Exptime is the absolute expiry in unix seconds, 0 for never.
+func (it Item) Exptime() int64 { return it.s.unix(it.h.exp) }
+
+// Class is the item's slab class (of its head chunk).
+func (it Item) Class() int { return it.s.slab.ClassOf(it.ref) }
+
+// Size is the memory the item takes in slab chunks.
+func (it Item) Size() int { return it.s.itemSize(&it.h) }
+
+// GetOptions changes what Get does besides reading.
+type GetOptions struct {
+	// Touch sets the item's exptime to Exptime (gat, meta T).
+	Touch   bool
+	Exptime int64
+	// NoBump leaves the LRU position and the fetched state alone (meta u).
+	NoBump bool
+	// Peek changes nothing and counts nothing (meta me).
+	Peek bool
+	// Vivify creates an empty item with VivifyExptime on a miss, and the
+	// caller wins the recache token (meta N).
+	Vivify        bool
+	VivifyExptime int64
+	// Recache hands the caller the recache token if the item's TTL is below
+	// RecacheExptime and no token was sent yet (meta R).
+	Recache        bool
+	RecacheExptime int64
+}
+
+// Get calls fn with the item for key, or returns ErrNotFound. fn runs with
+// the key's shard locked: it should copy what it needs and return.
+func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
+	if len(key) == 0 || len(key) > MaxKeyLen {
+		return ErrBadKey
+	}
+	sh, h32 := s.shardOf(key)
+	now := s.now()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	_, r, h := s.live(sh, key, h32, now)
+	if !o.Peek {
+		sh.c.cmdGet++
+		if o.Touch {
+			sh.c.cmdTouch++
+		}
+	}
+	created := false
+	if r == 0 {
+		if !o.Peek {
+			if o.Touch {
+				sh.c.touchMisses++
+			} else {
+				sh.c.getMisses++
+			}
+		}
+		if !o.Vivify {
+			return ErrNotFound
+		}
+		exp := s.realtime(o.VivifyExptime, now)
+		refs, l, _, err := s.newItem(sh, 0, key, 0, 0, exp, now, s.nextCAS())
+		if err != nil {
+			return err
+		}
+		s.link(sh, -1, 0, nil, refs[0], h32, l.size())
+		r, h, created = refs[0], s.readHead(refs[0]), true
+		s.observe(r, now)
+	}
+	it := s.view(r, &h, now)
+	it.Created = created
+	if o.Peek {
+		fn(it)
+		return nil
+	}
+	if o.Touch {
+		h.exp = s.realtime(o.Exptime, now)
+		s.setExp(r, h.exp)
+		it.TTL = ttl(h.exp, now)
+		s.lrus[s.slab.ClassOf(r)].touchHits.Add(1)
+	} else if !created {
+		s.lrus[s.slab.ClassOf(r)].getHits.Add(1)
+	}
+	won := created
+	if o.Recache && !it.TokenSent && !created && h.exp != 0 && h.exp < s.realtime(o.RecacheExptime, now) {
+		won = true
+	}
+	if it.Stale && !it.TokenSent {
+		won = true
+	}
+	if won {
+		it.Won = true
+		s.setBits(r, bitTokenSent, 0)
+	}
+	if !o.NoBump {
+		s.bump(r, &h, now)
+	}
+	if o.Touch && !created {
+		s.observe(r, now)
+	}
+	fn(it)
+	return nil
+}
+
+// Touch sets the exptime of key (memcached's touch).
+func (s *Store) Touch(key []byte, exptime int64) error {
+	return s.Get(key, GetOptions{Touch: true, Exptime: exptime}, func(Item) {})
+}
+
+// DeleteOptions changes what Delete does.
+type DeleteOptions struct {
+	// CAS, if not 0, deletes only if the item's CAS is equal (meta C).
+	CAS uint64
+	// NewCAS is the CAS an invalidated or emptied item gets (meta E).
+	NewCAS uint64
+	// Invalidate marks the item stale and gives it a new CAS instead of
+	// removing it (meta I); with Touch its exptime becomes Exptime (meta T).
+	Invalidate bool
+	Touch      bool
+	Exptime    int64
+	// KeepItem empties the value but keeps the item, its flags and TTL (meta x).
+	KeepItem bool
+}
+
+// Delete removes key. It returns ErrNotFound if absent, ErrExists on a CAS
+// mismatch.
+func (s *Store) Delete(key []byte, o DeleteOptions) error {
+	if len(key) == 0 || len(key) > MaxKeyLen {
+		return ErrBadKey
+	}
+	sh, h32 := s.shardOf(key)
+	now := s.now()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	slot, r, h := s.live(sh, key, h32, now)
+	if r == 0 {
+		sh.c.deleteMisses++
+		return ErrNotFound
+	}
+	if o.CAS != 0 && o.CAS != h.cas {
+		return ErrExists
+	}
+	cls := s.slab.ClassOf(r) // before r may be freed
+	cas := o.NewCAS
+	if cas == 0 {
+		cas = s.nextCAS()
+	}
+	switch {
+	case o.Invalidate:
+		if o.Touch {
+			s.setExp(r, s.realtime(o.Exptime, now))
+		}
+		s.setBits(r, bitStale, bitTokenSent)
+		s.setCAS(r, cas)
+		s.observe(r, now)
+	case o.KeepItem:
+		refs, l, own, err := s.newItem(sh, r, key, h.flags, 0, h.exp, now, cas)
+		if err != nil {
+			return err
+		}
+		if own {
+			slot = s.findRef(sh, h32, r)
+		}
+		s.link(sh, slot, r, &h, refs[0], h32, l.size())
+		s.observe(refs[0], now)
+	default:
+		s.remove(sh, slot, r, &h)
+		if s.obs != nil {
+			s.obs.Deleted(key, h.cas)
+		}
+	}
+	s.lrus[cls].deleteHits.Add(1)
+	return nil
+}
+
+// ArithOptions describes an incr or decr.
+type ArithOptions struct {
+	Decr  bool
+	Delta uint64
+	// CAS, if not 0, applies only if the item's CAS is equal.
+	CAS    uint64
+	NewCAS uint64
+	// Vivify creates a missing item holding Initial, with VivifyExptime
+	// (meta N and J); the delta is not applied to it.
+	Vivify        bool
+	Initial       uint64
+	VivifyExptime int64
+	// Touch also sets the exptime (meta T).
+	Touch   bool
+	Exptime int64
+}
+
+// ArithResult is the outcome of Arith.
+type ArithResult struct {
+	Value   uint64
+	CAS     uint64
+	TTL     int64 // seconds left, -1 for never
+	Created bool
+}
+
+// Arith increments or decrements the decimal number stored under key.
+// incr wraps at 2^64, decr stops at 0. As in memcached, a result no longer
+// than the old value is written in place, padded with spaces.
+func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
+	if len(key) == 0 || len(key) > MaxKeyLen {
+		return ArithResult{}, ErrBadKey
+	}
+	sh, h32 := s.shardOf(key)
+	now := s.now()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	slot, r, h := s.live(sh, key, h32, now)
+	var buf [20]byte
+	if r == 0 {
+		if !o.Vivify {
+			if o.Decr {
+				sh.c.decrMisses++
+			} else {
+				sh.c.incrMisses++
+			}
+			return ArithResult{}, ErrNotFound
+		}
+		exp := s.realtime(o.VivifyExptime, now)
+		if o.Touch {
+			exp = s.realtime(o.Exptime, now)
+		}
+		digits := strconv.AppendUint(buf[:0], o.Initial, 10)
+		cas := o.NewCAS
+		if cas == 0 {
+			cas = s.nextCAS()
+		}
+		refs, l, _, err := s.newItem(sh, 0, key, 0, len(digits), exp, now, cas)
+		if err != nil {
+			return ArithResult{}, err
+		}
+		w := valueWriter{s: s, refs: refs, l: l}
+		w.write(digits)
+		s.link(sh, -1, 0, nil, refs[0], h32, l.size())
+		s.observe(refs[0], now)
+		return ArithResult{Value: o.Initial, CAS: cas, TTL: ttl(exp, now), Created: true}, nil
+	}
+	if h.vlen == 0 || h.bits&bitChained != 0 {
+		return ArithResult{}, ErrNonNumeric
+	}
+	if o.CAS != 0 && o.CAS != h.cas {
+		return ArithResult{}, ErrExists
+	}
+	off := h.keyOff + h.klen
+	val := s.slab.Bytes(r, off+h.vlen)[off:]
+	n, ok := parseUint(val)
+	if !ok {
+		return ArithResult{}, ErrNonNumeric
+	}
+	cls := s.slab.ClassOf(r)
+	if o.Decr {
+		n -= min(n, o.Delta)
+		s.lrus[cls].decrHits.Add(1)
+	} else {
+		n += o.Delta
+		s.lrus[cls].incrHits.Add(1)
+	}
+	exp := h.exp
+	if o.Touch {
+		exp = s.realtime(o.Exptime, now)
+	}
+	cas := o.NewCAS
+	if cas == 0 {
+		cas = s.nextCAS()
+	}
+	digits := strconv.AppendUint(buf[:0], n, 10)
+	if len(digits) <= len(val) {
+		copy(val, digits)
+		for i := len(digits); i < len(val); i++ {
+			val[i] = ' '
+		}
+		s.setCAS(r, cas)
+		s.setExp(r, exp)
+		s.observe(r, now)
+		return ArithResult{Value: n, CAS: cas, TTL: ttl(exp, now)}, nil
+	}
+	refs, l, own, err := s.newItem(sh, r, key, h.flags, len(digits), exp, now, cas)
+	if err != nil {
+		return ArithResult{}, err
+	}
+	w := valueWriter{s: s, refs: refs, l: l}
+	w.write(digits)
+	if own {
+		slot = s.findRef(sh, h32, r)
+	}
+	s.link(sh, slot, r, &h, refs[0], h32, l.size())
+	s.observe(refs[0], now)
+	return ArithResult{Value: n, CAS: cas, TTL: ttl(exp, now)}, nil
+}
+
+// parseUint reads a stored value as memcached's safe_strtoull does with the
+// value's trailing CRLF: optional leading white space, an optional sign,
+// digits, then the end or white space. A '-' is accepted only when the
+// negated result still fits in a signed 64-bit number ("-0" is 0).
+func parseUint(b []byte) (uint64, bool) {
+	i := 0
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	neg := false
+	if i < len(b) && (b[i] == '+' || b[i] == '-') {
+		neg = b[i] == '-'
+		i++
+	}
+	start := i
+	var n uint64
+	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		d := uint64(b[i] - '0')
+		if n > (1<<64-1-d)/10 {
+			return 0, false // ERANGE
+		}
+		n = n*10 + d
+	}
+	if i == start || (i < len(b) && !isSpace(b[i])) {
+		return 0, false
+	}
+	if neg {
+		n = -n
+		if int64(n) < 0 {
+			return 0, false
+		}
+	}
+	return n, true
+}
+
+func isSpace(c byte) bool { return c == ' ' || c >= '\t' && c <= '\r' }
+
+// FlushAll invalidates every item, now (delay <= 0) or at the memcached
+// exptime delay, exactly as memcached's flush_all: an item stored after the
+// flush time (even within the same second, when CAS is on) stays visible.
+func (s *Store) FlushAll(delay int64) {
+	now := s.now()
+	oldest := now
+	if delay > 0 {
+		oldest = s.realtime(delay, now)
+	}
+	s.cmdFlush.Add(1)
+	if s.useCAS {
+		s.oldestLive.Store(oldest - 1)
+		if oldest-1 <= now {
+			s.oldestCAS.Store(s.nextCAS())
+		}
+	} else {
+		s.oldestLive.Store(oldest)
+	}
+	if s.obs != nil {
+		s.obs.Flushed(s.unix(oldest))
+	}
+}
+
+// Apply installs a state received from a replication peer if its CAS is
+// higher than the local item's (or the key is absent). exptime is absolute
+// unix seconds, 0 for never. It reports whether the state was installed.
+func (s *Store) Apply(key, value []byte, flags uint32, exptime int64, cas uint64) (bool, error) {
+	if len(key) == 0 || len(key) > MaxKeyLen {
+		return false, ErrBadKey
+	}
+	if s.TooLarge(len(key), flags, len(value)) {
+		return false, ErrTooLarge
+	}
+	sh, h32 := s.shardOf(key)
+	now := s.now()
+	exp := uint32(0)
+	if exptime != 0 {
+		exp = s.realtime(max(exptime, maxDelta+1), now)
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	_, err := s.set(sh, h32, key, value, &SetOptions{Mode: modeApply, Flags: flags, NewCAS: cas}, exp, now)
+	if errors.Is(err, ErrExists) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// ApplyDelete removes key if its CAS is not above cas, for a deletion
+// received from a replication peer. It reports whether an item was removed.
+func (s *Store) ApplyDelete(key []byte, cas uint64) bool {
+	if len(key) == 0 || len(key) > MaxKeyLen {
+		return false
+	}
+	sh, h32 := s.shardOf(key)
+	now := s.now()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	slot, r, h := s.live(sh, key, h32, now)
+	if r == 0 || h.cas > cas {
+		return false
+	}
+	s.remove(sh, slot, r, &h)
+	return true
+}
