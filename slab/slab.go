@@ -100,7 +100,7 @@ type Allocator struct {
 	pageShift  uint
 	alignShift uint
 	unitBits   uint
-	maxPages   int // pages a Ref can address
+	maxPages   int // pages a Ref can address and the page tables hold
 	classes    []class
 
 	mu         sync.Mutex // guards the page pool below
@@ -164,6 +164,10 @@ func New(cfg Config) (*Allocator, error) {
 		}
 	}
 	a.limitPages = limitPages
+	// The per-page tables never move (readers use them without the page
+	// pool lock), so they are sized once: for four times the limit, so that
+	// SetLimit can raise it that far, at 56 bytes a page.
+	a.maxPages = min(a.maxPages, max(4*limitPages, regionPages))
 	a.buildClasses(cfg.MinChunk, cfg.Factor, cfg.ChunkMax)
 	a.pages = make([][]byte, a.maxPages)
 	a.pageClass = make([]atomic.Uint32, a.maxPages)
@@ -376,7 +380,8 @@ func (a *Allocator) assign(c *class, cls int, p int32) {
 
 // SetLimit changes the memory limit. Lowering it stops new pages from being
 // assigned until enough pages have been reassigned away; memory already
-// handed out is not taken back.
+// handed out is not taken back. It can be raised up to four times the limit
+// given to New.
 func (a *Allocator) SetLimit(bytes int64) {
 	a.mu.Lock()
 	a.limitPages = min(int(bytes/int64(a.pageSize)), a.maxPages)

@@ -45,6 +45,14 @@ var (
 	ErrNonNumeric = errors.New("store: cannot increment or decrement non-numeric value")
 	// ErrBadKey: the key is empty or longer than MaxKeyLen.
 	ErrBadKey = errors.New("store: key is empty or longer than 250 bytes")
+
+	// Reassign's errors, from package slab: a class out of range (BADCLASS),
+	// source equal to destination (SAME), a source with fewer than two pages
+	// (NOSPARE), another move running (BUSY).
+	ErrBadClass  = slab.ErrBadClass
+	ErrSameClass = slab.ErrSameClass
+	ErrNoSpare   = slab.ErrNoSpare
+	ErrBusy      = slab.ErrBusy
 )
 
 const (
@@ -276,47 +284,20 @@ func (s *Store) TooLarge(keyLen int, flags uint32, valueLen int) bool {
 
 // find looks key up in sh without regard to expiry. sh.mu held.
 func (s *Store) find(sh *shard, key []byte, h32 uint32) (int, slab.Ref) {
-	ix := &sh.ix
-	n := len(ix.slots)
-	if n == 0 {
-		return -1, 0
-	}
-	for i := ix.home(h32); ; {
-		e := ix.slots[i]
-		if e == 0 {
-			return -1, 0
+	var found slab.Ref
+	slot := sh.ix.lookup(h32, func(r slab.Ref) bool {
+		if bytes.Equal(s.key(r), key) {
+			found = r
+			return true
 		}
-		if uint32(e>>32) == h32 {
-			if r := slab.Ref(uint32(e)); bytes.Equal(s.key(r), key) {
-				return i, r
-			}
-		}
-		if i++; i == n {
-			i = 0
-		}
-	}
+		return false
+	})
+	return slot, found
 }
 
 // findRef returns the slot holding exactly r, or -1.
 func (s *Store) findRef(sh *shard, h32 uint32, r slab.Ref) int {
-	ix := &sh.ix
-	n := len(ix.slots)
-	if n == 0 {
-		return -1
-	}
-	want := entry(h32, r)
-	for i := ix.home(h32); ; {
-		e := ix.slots[i]
-		if e == want {
-			return i
-		}
-		if e == 0 {
-			return -1
-		}
-		if i++; i == n {
-			i = 0
-		}
-	}
+	return sh.ix.lookup(h32, func(c slab.Ref) bool { return c == r })
 }
 
 func (s *Store) isFlushed(h *head, now uint32) bool {

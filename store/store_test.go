@@ -1,0 +1,348 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func newTestStore(t testing.TB, cfg Config) *Store {
+	t.Helper()
+	if cfg.Clock == nil {
+		cfg.Clock = NewClock()
+	}
+	s, err := New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	return s
+}
+
+func getValue(s *Store, key string) ([]byte, error) {
+	var v []byte
+	err := s.Get([]byte(key), GetOptions{}, func(it Item) { v = it.AppendValue(nil) })
+	return v, err
+}
+
+func peekValue(s *Store, key string) ([]byte, error) {
+	var v []byte
+	err := s.Get([]byte(key), GetOptions{Peek: true}, func(it Item) { v = it.AppendValue(nil) })
+	return v, err
+}
+
+// TestBoundedMemory writes four times the memory limit and checks that slab
+// memory never passes the limit and that the survivors are exactly the most
+// recently written keys: evictions went in LRU order.
+func TestBoundedMemory(t *testing.T) {
+	const limit = 8 << 20
+	s := newTestStore(t, Config{MemoryLimit: limit})
+	val := bytes.Repeat([]byte("v"), 200)
+	n := 0
+	for written := 0; written < 4*limit; n++ {
+		_, err := s.Set([]byte(fmt.Sprintf("key:%08d", n)), val, SetOptions{})
+		require.NoError(t, err)
+		written += len(val) + 12
+		if n%1000 == 0 {
+			require.LessOrEqual(t, s.Stats().TotalMalloced, int64(limit))
+		}
+	}
+	st := s.Stats()
+	require.LessOrEqual(t, st.TotalMalloced, int64(limit))
+	require.Positive(t, st.Evictions)
+	require.Equal(t, uint64(n), st.Evictions+st.CurrItems, "every item is either evicted or present")
+
+	// The survivors form a suffix of the write order.
+	first := -1
+	for i := 0; i < n; i++ {
+		_, err := peekValue(s, fmt.Sprintf("key:%08d", i))
+		if err == nil && first < 0 {
+			first = i
+		}
+		if first >= 0 {
+			require.NoError(t, err, "key %d missing after survivor %d: eviction out of LRU order", i, first)
+		}
+	}
+	require.Equal(t, n-first, int(st.CurrItems))
+}
+
+// TestLRUBump checks that a read more than a minute after an item was stored
+// moves it to the head, so it outlives items written before the read.
+func TestLRUBump(t *testing.T) {
+	clk := NewClock()
+	s := newTestStore(t, Config{MemoryLimit: 2 << 20, PageSize: 64 << 10, Clock: clk})
+	val := bytes.Repeat([]byte("x"), 100)
+	for i := 0; i < 100; i++ {
+		_, err := s.Set([]byte(fmt.Sprintf("k%d", i)), val, SetOptions{})
+		require.NoError(t, err)
+	}
+	clk.Advance(bumpInterval)
+	_, err := getValue(s, "k0") // bumped: now the most recently used
+	require.NoError(t, err)
+	_, err = getValue(s, "k1") // read again below: bumped once only
+	require.NoError(t, err)
+	// Fill until k2 (the oldest unbumped) is gone; k0 must still be there.
+	for i := 100; ; i++ {
+		_, err := s.Set([]byte(fmt.Sprintf("k%d", i)), val, SetOptions{})
+		require.NoError(t, err)
+		if _, err := peekValue(s, "k2"); err == ErrNotFound {
+			break
+		}
+		require.Less(t, i, 1_000_000)
+	}
+	_, err = peekValue(s, "k0")
+	require.NoError(t, err, "a bumped item was evicted before older ones")
+}
+
+// TestReadWithinIntervalDoesNotBump: reads within a minute of the store leave
+// the LRU alone (memcached's ITEM_UPDATE_INTERVAL).
+func TestReadWithinIntervalDoesNotBump(t *testing.T) {
+	s := newTestStore(t, Config{MemoryLimit: 1 << 20, PageSize: 64 << 10})
+	val := bytes.Repeat([]byte("x"), 100)
+	for i := 0; i < 3; i++ {
+		_, err := s.Set([]byte(fmt.Sprintf("k%d", i)), val, SetOptions{})
+		require.NoError(t, err)
+	}
+	_, err := getValue(s, "k0")
+	require.NoError(t, err)
+	cls := s.slab.ClassFor(s.hdr + 2 + 100)
+	l := &s.lrus[cls]
+	l.mu.Lock()
+	tail := l.tail
+	l.mu.Unlock()
+	require.Equal(t, "k0", string(s.key(tail)))
+}
+
+// TestNoEvict: with evictions off (-M) a full cache refuses new items and
+// keeps the old ones, but still reuses the memory of expired items.
+func TestNoEvict(t *testing.T) {
+	clk := NewClock()
+	s := newTestStore(t, Config{MemoryLimit: 1 << 20, PageSize: 64 << 10, NoEvict: true, Clock: clk})
+	val := bytes.Repeat([]byte("m"), 500)
+	n := 0
+	for ; ; n++ {
+		_, err := s.Set([]byte(fmt.Sprintf("k%d", n)), val, SetOptions{Exptime: 100})
+		if err != nil {
+			require.ErrorIs(t, err, ErrNoMemory)
+			break
+		}
+		require.Less(t, n, 100000)
+	}
+	require.Positive(t, n)
+	for i := 0; i < n; i++ {
+		v, err := peekValue(s, fmt.Sprintf("k%d", i))
+		require.NoError(t, err)
+		require.Equal(t, val, v)
+	}
+	st := s.Stats()
+	require.Zero(t, st.Evictions)
+	require.Equal(t, uint64(1), st.StoreNoMemory)
+	require.Equal(t, uint64(1), st.OutOfMemory)
+
+	clk.Advance(100) // all expired: their memory is reclaimed, not evicted
+	_, err := s.Set([]byte("after"), val, SetOptions{})
+	require.NoError(t, err)
+	st = s.Stats()
+	require.Zero(t, st.Evictions)
+	require.Positive(t, st.Reclaimed)
+}
+
+// TestReassign moves a page from a class full of small items to a class of
+// large ones: the items on the moved page go, the others stay readable.
+func TestReassign(t *testing.T) {
+	s := newTestStore(t, Config{MemoryLimit: 4 << 20, PageSize: 64 << 10})
+	small := bytes.Repeat([]byte("s"), 50)
+	big := bytes.Repeat([]byte("B"), 3000)
+	for i := 0; i < 10000; i++ {
+		_, err := s.Set([]byte(fmt.Sprintf("s%d", i)), small, SetOptions{})
+		require.NoError(t, err)
+	}
+	src := s.slab.ClassFor(s.hdr + 5 + 50)
+	dst := s.slab.ClassFor(s.hdr + 5 + 3000)
+	_, err := s.Set([]byte("b0"), big, SetOptions{})
+	require.NoError(t, err)
+	before := s.classStats(src)
+	dstBefore := s.classStats(dst)
+
+	require.NoError(t, s.Reassign(src, dst))
+	after := s.classStats(src)
+	require.Equal(t, before.TotalPages-1, after.TotalPages)
+	require.Equal(t, dstBefore.TotalPages+1, s.classStats(dst).TotalPages)
+	require.Equal(t, after.UsedChunks, after.Number)
+	gone := before.Number - after.Number
+	require.Positive(t, gone)
+	require.Equal(t, uint64(gone), s.Stats().SlabReassignEvicted)
+
+	present := 0
+	for i := 0; i < 10000; i++ {
+		v, err := peekValue(s, fmt.Sprintf("s%d", i))
+		if err == nil {
+			require.Equal(t, small, v)
+			present++
+		}
+	}
+	require.Equal(t, int(after.Number), present)
+
+	require.ErrorIs(t, s.Reassign(src, src), ErrSameClass)
+	require.ErrorIs(t, s.Reassign(0, dst), ErrBadClass)
+	require.ErrorIs(t, s.Reassign(src, s.NumClasses()+1), ErrBadClass)
+}
+
+// TestAutomove: a class that evicts while another holds old items gets a
+// page from it.
+func TestAutomove(t *testing.T) {
+	clk := NewClock()
+	s := newTestStore(t, Config{MemoryLimit: 2 << 20, PageSize: 64 << 10, Clock: clk})
+	small := bytes.Repeat([]byte("s"), 50)
+	for i := 0; s.slab.CanGrow(); i++ {
+		_, err := s.Set([]byte(fmt.Sprintf("s%d", i)), small, SetOptions{})
+		require.NoError(t, err)
+	}
+	src := s.slab.ClassFor(s.hdr + 6 + 50)
+	var am automover
+	require.False(t, am.step(s), "the first step only takes a baseline")
+	clk.Advance(3600) // the small items are now an hour old
+	big := bytes.Repeat([]byte("B"), 3000)
+	for i := 0; i < 40; i++ {
+		_, err := s.Set([]byte(fmt.Sprintf("b%d", i)), big, SetOptions{})
+		require.NoError(t, err)
+	}
+	dst := s.slab.ClassFor(s.hdr + 3 + 3000)
+	require.Positive(t, s.classStats(dst).Evicted, "the big class must be evicting for this test")
+	pages := s.classStats(dst).TotalPages
+	require.True(t, am.step(s))
+	require.Equal(t, pages+1, s.classStats(dst).TotalPages)
+	require.Less(t, s.classStats(src).TotalPages, 32)
+}
+
+// TestCrawler: expired and flushed items are freed by a crawl without anyone
+// reading them.
+func TestCrawler(t *testing.T) {
+	clk := NewClock()
+	s := newTestStore(t, Config{MemoryLimit: 4 << 20, Clock: clk})
+	for i := 0; i < 1000; i++ {
+		exp := int64(0)
+		if i%2 == 0 {
+			exp = 10
+		}
+		_, err := s.Set([]byte(fmt.Sprintf("k%d", i)), []byte("value"), SetOptions{Exptime: exp})
+		require.NoError(t, err)
+	}
+	require.Zero(t, s.Crawl())
+	clk.Advance(10)
+	require.Equal(t, 500, s.Crawl())
+	st := s.Stats()
+	require.Equal(t, uint64(500), st.CurrItems)
+	require.Equal(t, uint64(500), st.CrawlerReclaimed)
+	require.Equal(t, uint64(500), st.ExpiredUnfetched)
+	var used int64
+	for _, c := range s.Classes(nil) {
+		used += c.UsedChunks
+	}
+	require.Equal(t, int64(500), used)
+
+	s.FlushAll(0)
+	clk.Advance(1)
+	require.Equal(t, 500, s.Crawl())
+	require.Zero(t, s.Stats().CurrItems)
+}
+
+// TestRunStops: Run returns when its context ends.
+func TestRunStops(t *testing.T) {
+	s := newTestStore(t, Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	cancel()
+	<-done
+}
+
+// TestConcurrentStress runs mixed operations from many goroutines on a small
+// cache that evicts, chains large items and moves pages, and checks that
+// every value read is one that was written for that key.
+func TestConcurrentStress(t *testing.T) {
+	clk := NewClock()
+	s := newTestStore(t, Config{MemoryLimit: 4 << 20, PageSize: 64 << 10, ItemSizeMax: 256 << 10, Clock: clk})
+	value := func(key string, n int) []byte {
+		v := []byte(key + ":")
+		for len(v) < n {
+			v = append(v, key...)
+		}
+		return v[:n]
+	}
+	check := func(key string, v []byte) {
+		if len(v) > 0 && !bytes.Equal(v, value(key, len(v))) {
+			panic(fmt.Sprintf("key %s: corrupt value of %d bytes", key, len(v)))
+		}
+	}
+	sizes := []int{10, 100, 1000, 5000, 40000, 100000}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(seed uint64) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, 1))
+			for i := 0; i < 3000; i++ {
+				key := "k" + strconv.Itoa(rng.IntN(500))
+				switch op := rng.IntN(10); {
+				case op < 4:
+					_, err := s.Set([]byte(key), value(key, sizes[rng.IntN(len(sizes))]), SetOptions{})
+					if err != nil && err != ErrNoMemory {
+						panic(err)
+					}
+				case op < 8:
+					err := s.Get([]byte(key), GetOptions{}, func(it Item) { check(key, it.AppendValue(nil)) })
+					if err != nil && err != ErrNotFound {
+						panic(err)
+					}
+				case op < 9:
+					_ = s.Delete([]byte(key), DeleteOptions{})
+				default:
+					_ = s.Reassign(-1, 1+rng.IntN(s.NumClasses()))
+				}
+			}
+		}(uint64(g))
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 20; i++ {
+			s.Crawl()
+		}
+	}()
+	wg.Wait()
+	st := s.Stats()
+	var number, used int64
+	for _, c := range s.Classes(nil) {
+		number += c.Number
+		used += c.UsedChunks
+	}
+	require.Equal(t, int64(st.CurrItems), number)
+	require.GreaterOrEqual(t, used, number)
+	require.LessOrEqual(t, st.TotalMalloced, int64(4<<20))
+}
+
+// TestHotPathAllocs guards the zero-allocation promise of the request path.
+func TestHotPathAllocs(t *testing.T) {
+	s := newTestStore(t, Config{})
+	key, missing, num := []byte("user:123456789"), []byte("missing:key"), []byte("counter")
+	val := bytes.Repeat([]byte("v"), 100)
+	_, err := s.Set(key, val, SetOptions{})
+	require.NoError(t, err)
+	_, err = s.Set(num, []byte("1"), SetOptions{})
+	require.NoError(t, err)
+	buf := make([]byte, 0, 256)
+	for name, f := range map[string]func(){
+		"get hit":  func() { _ = s.Get(key, GetOptions{}, func(it Item) { buf = it.AppendValue(buf[:0]) }) },
+		"get miss": func() { _ = s.Get(missing, GetOptions{}, func(it Item) { buf = it.AppendValue(buf[:0]) }) },
+		"set":      func() { _, _ = s.Set(key, val, SetOptions{}) },
+		"incr":     func() { _, _ = s.Arith(num, ArithOptions{Delta: 1}) },
+		"delete":   func() { _, _ = s.Set(missing, val, SetOptions{}); _ = s.Delete(missing, DeleteOptions{}) },
+	} {
+		require.Zero(t, testing.AllocsPerRun(1000, f), name)
+	}
+}
