@@ -176,22 +176,29 @@ func New(cfg Config) (*Allocator, error) {
 	return a, nil
 }
 
-// buildClasses follows memcached's slabs_init: sizes grow by factor, each
-// rounded up to the alignment, until the next one would pass chunkMax; the
-// last class is exactly chunkMax (rounded down to the alignment).
+// buildClasses follows memcached's slabs_init: while the next size is at
+// most chunkMax/factor, round it up to the alignment, add a class and
+// multiply by the factor (truncating, as memcached's integer arithmetic
+// does); the last class is chunkMax itself, rounded down to the alignment.
+// Unlike memcached, a factor so close to 1 that rounding would repeat a size
+// steps to the next alignment instead of making duplicate classes.
 func (a *Allocator) buildClasses(minChunk int, factor float64, chunkMax int) {
 	align := 1 << a.alignShift
 	up := func(n int) int { return (n + align - 1) &^ (align - 1) }
 	a.classes = make([]class, 1, 64) // class 0 is never used, as in memcached
 	top := chunkMax &^ (align - 1)
-	size := up(minChunk)
-	for len(a.classes) < MaxClasses && size < top && float64(size) <= float64(top)/factor {
-		a.addClass(size)
-		next := up(int(float64(size) * factor))
-		if next == size {
-			next += align
+	size, last := minChunk, 0
+	for len(a.classes) < MaxClasses && float64(size) <= float64(top)/factor {
+		size = up(size)
+		if size <= last {
+			size = last + align
 		}
-		size = next
+		if size >= top {
+			break
+		}
+		a.addClass(size)
+		last = size
+		size = int(float64(size) * factor)
 	}
 	a.addClass(top)
 }
