@@ -671,6 +671,11 @@ func (it Item) Len() int { return it.h.vlen }
 // AppendValue appends the value to dst.
 func (it Item) AppendValue(dst []byte) []byte { return it.s.appendValue(dst, it.ref, &it.h) }
 
+// ValueSpans calls fn with the value in place, one slice per chunk (one for
+// items up to the largest chunk). The slices alias slab memory: use them
+// within fn and keep none.
+func (it Item) ValueSpans(fn func([]byte)) { it.s.spans(it.ref, &it.h, fn) }
+
 // Exptime is the absolute expiry in unix seconds, 0 for never.
 func (it Item) Exptime() int64 { return it.s.unix(it.h.exp) }
 

@@ -346,3 +346,44 @@ func TestHotPathAllocs(t *testing.T) {
 		require.Zero(t, testing.AllocsPerRun(1000, f), name)
 	}
 }
+
+// TestMaxItemSize128MiB: with -I 128m a value of nearly 128 MiB is chained
+// over 1 MiB pages and reads back byte for byte, in place and copied.
+func TestMaxItemSize128MiB(t *testing.T) {
+	s := newTestStore(t, Config{MemoryLimit: 300 << 20, ItemSizeMax: 128 << 20})
+	// The largest value memcached accepts with a 4-byte key and flags:
+	// 48 + (4+1) + 4 + (n+2) + 8 == 128 MiB.
+	n := 128<<20 - 67
+	val := make([]byte, n)
+	for i := range val {
+		val[i] = byte(i * 7 >> 8)
+	}
+	_, err := s.Set([]byte("huge"), val, SetOptions{Flags: 9})
+	require.NoError(t, err)
+	require.False(t, s.TooLarge(4, 9, n))
+	require.True(t, s.TooLarge(4, 9, n+1))
+	_, err = s.Set([]byte("huge2"), append(val, 0), SetOptions{Flags: 9})
+	require.ErrorIs(t, err, ErrTooLarge)
+
+	var spans, pos int
+	err = s.Get([]byte("huge"), GetOptions{}, func(it Item) {
+		require.Equal(t, n, it.Len())
+		require.Equal(t, uint32(9), it.Flags)
+		it.ValueSpans(func(b []byte) {
+			require.True(t, bytes.Equal(val[pos:pos+len(b)], b), "span %d differs", spans)
+			pos += len(b)
+			spans++
+		})
+	})
+	require.NoError(t, err)
+	require.Equal(t, n, pos)
+	require.Greater(t, spans, 250, "512 KiB chunks")
+	got, err := getValue(s, "huge")
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(val, got))
+
+	require.NoError(t, s.Delete([]byte("huge"), DeleteOptions{}))
+	for _, c := range s.Classes(nil) {
+		require.Zero(t, c.UsedChunks, "class %d", c.Class)
+	}
+}
