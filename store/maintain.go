@@ -26,7 +26,7 @@ func (s *Store) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			if !s.cfg.NoAutomove && !s.cfg.NoEvict {
+			if !s.noAutomove.Load() && !s.cfg.NoEvict {
 				am.step(s)
 			}
 			if now.Sub(lastCrawl) >= crawlInterval {

@@ -159,3 +159,10 @@ func (s *Store) SetMemoryLimit(bytes int64) { s.slab.SetLimit(bytes) }
 
 // NumClasses is the number of slab classes; they are numbered from 1.
 func (s *Store) NumClasses() int { return s.largest }
+
+// CountTooLarge counts a value the server refused as too large before it
+// reached the store (store_too_large).
+func (s *Store) CountTooLarge() { s.tooLarge.Add(1) }
+
+// SetAutomove turns the background page moves on or off ("slabs automove").
+func (s *Store) SetAutomove(on bool) { s.noAutomove.Store(!on) }

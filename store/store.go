@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/tandemcache/tandem/protocol"
 	"github.com/tandemcache/tandem/slab"
 )
 
@@ -157,11 +158,12 @@ type Store struct {
 	oldestLive atomic.Uint32 // flush_all: items last stored at or before are invalid
 	oldestCAS  atomic.Uint64 // flush_all now: items with a lower CAS are invalid
 
-	tooLarge  atomic.Uint64
-	cmdFlush  atomic.Uint64
-	crawls    atomic.Uint64
-	moves     atomic.Uint64 // pages reassigned
-	moveEvict atomic.Uint64 // items evicted to empty pages being moved
+	tooLarge   atomic.Uint64
+	noAutomove atomic.Bool
+	cmdFlush   atomic.Uint64
+	crawls     atomic.Uint64
+	moves      atomic.Uint64 // pages reassigned
+	moveEvict  atomic.Uint64 // items evicted to empty pages being moved
 }
 
 // New builds a Store. Call Run to start the clock and the background work,
@@ -217,6 +219,7 @@ func New(cfg Config) (*Store, error) {
 	// As memcached does, start the store's clock a little in the past so
 	// that second 0 never occurs and new items are past the bump interval.
 	s.epoch = s.clock.Now() - bumpInterval - 2
+	s.noAutomove.Store(cfg.NoAutomove)
 	s.shards = make([]shard, nShards)
 	s.lrus = make([]lru, s.largest+1)
 	return s, nil
@@ -268,10 +271,10 @@ func (s *Store) shardOf(key []byte) (*shard, uint32) {
 	return &s.shards[h&shardMask], uint32(h >> 32)
 }
 
-// TooLarge reports whether an item would pass the maximum item size, the
-// way memcached measures it (its 48-byte header, key, flags, value, CRLF,
-// CAS). The server checks it before reading a value it must then swallow.
-func (s *Store) TooLarge(keyLen int, flags uint32, valueLen int) bool {
+// MemcachedSize is the size memcached would give an item: its 48-byte
+// header, the key and its NUL, 4 bytes of flags when not zero, the value and
+// its CRLF, and 8 bytes of CAS when CAS is on.
+func (s *Store) MemcachedSize(keyLen int, flags uint32, valueLen int) int {
 	n := memcachedItemHeader + keyLen + 1 + valueLen + 2
 	if flags != 0 {
 		n += 4
@@ -279,7 +282,15 @@ func (s *Store) TooLarge(keyLen int, flags uint32, valueLen int) bool {
 	if s.useCAS {
 		n += 8
 	}
-	return n > s.cfg.ItemSizeMax
+	return n
+}
+
+// TooLarge reports whether an item would pass the maximum item size, the
+// way memcached measures it (MemcachedSize), so that exactly the values
+// memcached accepts are accepted. The server checks it before reading a
+// value it must then swallow.
+func (s *Store) TooLarge(keyLen int, flags uint32, valueLen int) bool {
+	return s.MemcachedSize(keyLen, flags, valueLen) > s.cfg.ItemSizeMax
 }
 
 // find looks key up in sh without regard to expiry. sh.mu held.
@@ -413,6 +424,12 @@ func (s *Store) bump(r slab.Ref, h *head, now uint32) {
 	if h.bits&bitFetched == 0 {
 		s.setBits(r, bitFetched, 0)
 	}
+	s.refresh(r, h, now)
+}
+
+// refresh moves item r to the head of its LRU if it was last moved more
+// than bumpInterval ago. sh.mu held.
+func (s *Store) refresh(r slab.Ref, h *head, now uint32) {
 	if now-h.time < bumpInterval {
 		return
 	}
@@ -517,8 +534,9 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 	switch o.Mode {
 	case ModeAdd:
 		if old != 0 {
-			// memcached refreshes the item a failed add found.
-			s.bump(old, &oh, now)
+			// memcached refreshes the LRU position of the item a failed add
+			// found, without counting it as fetched.
+			s.refresh(old, &oh, now)
 			return 0, ErrNotStored
 		}
 	case ModeReplace:
@@ -533,6 +551,10 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 		if old == 0 {
 			if !o.Vivify {
 				return 0, ErrNotStored
+			}
+			if s.TooLarge(len(key), flags, len(value)) {
+				s.tooLarge.Add(1)
+				return 0, ErrTooLarge
 			}
 			exp = s.realtime(o.VivifyExptime, now)
 			break
@@ -716,9 +738,12 @@ func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
 	defer sh.mu.Unlock()
 	_, r, h := s.live(sh, key, h32, now)
 	if !o.Peek {
-		sh.c.cmdGet++
+		// As memcached: a touching read (touch, gat, mg T) is a touch
+		// command, not a get.
 		if o.Touch {
 			sh.c.cmdTouch++
+		} else {
+			sh.c.cmdGet++
 		}
 	}
 	created := false
@@ -922,7 +947,7 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 	}
 	off := h.keyOff + h.klen
 	val := s.slab.Bytes(r, off+h.vlen)[off:]
-	n, ok := parseUint(val)
+	n, ok := protocol.ParseUint64(val)
 	if !ok {
 		return ArithResult{}, ErrNonNumeric
 	}
@@ -966,43 +991,6 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 	s.observe(refs[0], now)
 	return ArithResult{Value: n, CAS: cas, TTL: ttl(exp, now)}, nil
 }
-
-// parseUint reads a stored value as memcached's safe_strtoull does with the
-// value's trailing CRLF: optional leading white space, an optional sign,
-// digits, then the end or white space. A '-' is accepted only when the
-// negated result still fits in a signed 64-bit number ("-0" is 0).
-func parseUint(b []byte) (uint64, bool) {
-	i := 0
-	for i < len(b) && isSpace(b[i]) {
-		i++
-	}
-	neg := false
-	if i < len(b) && (b[i] == '+' || b[i] == '-') {
-		neg = b[i] == '-'
-		i++
-	}
-	start := i
-	var n uint64
-	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-		d := uint64(b[i] - '0')
-		if n > (1<<64-1-d)/10 {
-			return 0, false // ERANGE
-		}
-		n = n*10 + d
-	}
-	if i == start || (i < len(b) && !isSpace(b[i])) {
-		return 0, false
-	}
-	if neg {
-		n = -n
-		if int64(n) < 0 {
-			return 0, false
-		}
-	}
-	return n, true
-}
-
-func isSpace(c byte) bool { return c == ' ' || c >= '\t' && c <= '\r' }
 
 // FlushAll invalidates every item, now (delay <= 0) or at the memcached
 // exptime delay, exactly as memcached's flush_all: an item stored after the

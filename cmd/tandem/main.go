@@ -1,0 +1,159 @@
+// Command tandem is a memcached-compatible cache server. It takes
+// memcached's command line; see tandem -h.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/tandemcache/tandem/server"
+	"github.com/tandemcache/tandem/store"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run starts the server with memcached's arguments and returns the exit
+// status once it stops.
+func run(args []string, stdout, stderr io.Writer) int {
+	o, err := parseArgs(args, stderr)
+	if err != nil {
+		if errors.Is(err, errHelpShown) {
+			return 0
+		}
+		fmt.Fprintln(stderr, err)
+		return 64 // EX_USAGE, as memcached
+	}
+	switch {
+	case o.help:
+		usage(stdout)
+		return 0
+	case o.version:
+		fmt.Fprintln(stdout, "memcached "+server.Version+" (tandem)")
+		return 0
+	case o.license:
+		fmt.Fprintln(stdout, "Tandem. See the LICENSE of the source distribution.")
+		return 0
+	}
+	if o.logfile != "" {
+		f, err := os.OpenFile(o.logfile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintf(stderr, "tandem: opening log file: %v\n", err)
+			return 71
+		}
+		defer f.Close()
+		stderr = f
+	}
+	for _, w := range o.warnings {
+		fmt.Fprintln(stderr, "tandem: warning: "+w)
+	}
+	if o.daemon && os.Getenv(daemonEnv) == "" {
+		return daemonize(stderr)
+	}
+	if err := setup(o); err != nil {
+		fmt.Fprintf(stderr, "tandem: %v\n", err)
+		return 71
+	}
+	return serve(o, stderr)
+}
+
+func serve(o *options, stderr io.Writer) int {
+	if o.threads > 0 {
+		// netpoll's pollers play the role of memcached's worker threads.
+		if err := netpoll.SetNumLoops(o.threads); err != nil {
+			fmt.Fprintf(stderr, "tandem: setting %d event loops: %v\n", o.threads, err)
+			return 71
+		}
+	}
+	clock := store.NewClock()
+	st, err := store.New(store.Config{
+		MemoryLimit:  o.memory,
+		ItemSizeMax:  o.itemMax,
+		ChunkMin:     o.chunkMin,
+		GrowthFactor: o.factor,
+		ChunkMax:     o.chunkMax,
+		NoEvict:      o.noEvict,
+		NoCAS:        o.noCAS,
+		Clock:        clock,
+		NoAutomove:   o.automove == 0,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem: %v\n", err)
+		return 71
+	}
+	defer st.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go st.Run(ctx)
+
+	stop := make(chan bool, 1)
+	srv, err := server.New(server.Config{
+		Listen:         o.listen,
+		UnixSocket:     o.unixSocket,
+		UnixMask:       o.unixMask,
+		MaxConns:       o.maxConns,
+		ReqsPerEvent:   o.reqsPerEvent,
+		IdleTimeout:    o.idleTimeout,
+		EnableShutdown: o.enableShutdown,
+		DisableFlush:   o.disableFlush,
+		Verbosity:      o.verbose,
+		Log:            stderr,
+		Settings:       o.settings(),
+		Threads:        o.threads,
+		OnShutdown:     func(graceful bool) { stop <- graceful },
+	}, st)
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem: %v\n", err)
+		return 71
+	}
+	if o.pidfile != "" {
+		if err := os.WriteFile(o.pidfile, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
+			fmt.Fprintf(stderr, "tandem: writing pid file: %v\n", err)
+		}
+		defer os.Remove(o.pidfile)
+	}
+	if err := dropPrivileges(o.user); err != nil {
+		fmt.Fprintf(stderr, "tandem: %v\n", err)
+		return 71
+	}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	go func() {
+		<-sigs
+		stop <- true
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	if o.verbose > 0 {
+		for _, a := range srv.Addrs() {
+			fmt.Fprintf(stderr, "tandem: listening on %s\n", a)
+		}
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			fmt.Fprintf(stderr, "tandem: %v\n", err)
+			return 71
+		}
+	case graceful := <-stop:
+		// Stop accepting, let requests in flight finish, close the rest.
+		grace := 100 * time.Millisecond
+		if graceful {
+			grace = 5 * time.Second
+		}
+		sctx, scancel := context.WithTimeout(context.Background(), grace)
+		_ = srv.Shutdown(sctx)
+		scancel()
+	}
+	return 0
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"syscall"
+)
+
+// daemonEnv marks the re-executed child of -d.
+const daemonEnv = "TANDEM_DAEMONIZED"
+
+// daemonize starts the same command again in a new session, detached from
+// the terminal, and returns; the child serves. Go cannot fork, so -d
+// re-executes itself.
+func daemonize(stderr io.Writer) int {
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem: -d: %v\n", err)
+		return 71
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem: -d: %v\n", err)
+		return 71
+	}
+	defer null.Close()
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), daemonEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
+	if f, ok := stderr.(*os.File); ok && f != os.Stderr {
+		cmd.Stderr = f // a logfile from the config
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(stderr, "tandem: -d: %v\n", err)
+		return 71
+	}
+	return 0
+}
+
+// setup applies the process-wide options before serving.
+func setup(o *options) error {
+	if o.coredumps {
+		lim := syscall.Rlimit{Cur: ^uint64(0), Max: ^uint64(0)}
+		if err := syscall.Setrlimit(syscall.RLIMIT_CORE, &lim); err != nil {
+			return fmt.Errorf("-r: raising the core file limit: %w", err)
+		}
+	}
+	return nil
+}
+
+// dropPrivileges switches to user when running as root, as memcached's -u.
+// It is called after the listeners are open, so a privileged port works.
+func dropPrivileges(name string) error {
+	if os.Geteuid() != 0 || name == "" || name == "root" {
+		return nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return fmt.Errorf("can't find the user %s to switch to", name)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := syscall.Setgroups([]int{gid}); err != nil {
+		return fmt.Errorf("failed to assume the groups of %s: %w", name, err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("failed to assume the group of %s: %w", name, err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("failed to assume the identity of %s: %w", name, err)
+	}
+	return nil
+}

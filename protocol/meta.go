@@ -1,0 +1,244 @@
+package protocol
+
+import "encoding/base64"
+
+// Meta holds the flags of a meta command (mg, ms, md, ma), parsed as
+// memcached 1.6.18's _meta_flag_preparse does. Flags keeps the flag tokens in
+// request order: replies echo return flags in that order.
+type Meta struct {
+	Flags [][]byte
+
+	Base64     bool // b: the key is base64; Request.Key holds it decoded
+	Value      bool // v
+	Quiet      bool // q
+	NoUpdate   bool // u
+	Invalidate bool // I
+	HasTTL     bool // T
+	TTL        int64
+	Vivify     bool // N
+	VivifyTTL  int64
+	Recache    bool // R
+	RecacheTTL int64
+	HasCAS     bool // C
+	CAS        uint64
+	Flags32    uint32 // F
+	Mode       byte   // M
+	Initial    uint64 // J
+	Delta      uint64 // D (default 1)
+	Opaque     []byte // O, with its letter
+	RawKey     []byte // the key as sent (base64 when Base64)
+
+	keyBuf [MaxKeyLen]byte
+}
+
+func (m Meta) reset() Meta { return Meta{Flags: m.Flags[:0]} }
+
+// Meta command errors, memcached 1.6.18's exact strings.
+var (
+	ErrMetaDuplicate  = &ErrorReply{Reply: "CLIENT_ERROR duplicate flag"}
+	ErrMetaInvalid    = &ErrorReply{Reply: "CLIENT_ERROR invalid flag"}
+	ErrMetaInvalidDup = &ErrorReply{Reply: "CLIENT_ERROR invalid or duplicate flag"}
+	ErrMetaBadToken   = &ErrorReply{Reply: "CLIENT_ERROR bad token in command line format"}
+	ErrMetaKeyDecode  = &ErrorReply{Reply: "CLIENT_ERROR error decoding key"}
+	ErrMetaModeLen    = &ErrorReply{Reply: "CLIENT_ERROR incorrect length for M token"}
+	ErrMetaInitial    = &ErrorReply{Reply: "CLIENT_ERROR invalid numeric initial value"}
+	ErrMetaDelta      = &ErrorReply{Reply: "CLIENT_ERROR invalid numeric delta value"}
+	ErrMetaTooLong    = &ErrorReply{Reply: "CLIENT_ERROR options flags are too long"}
+	ErrMetaOpaque     = &ErrorReply{Reply: "CLIENT_ERROR opaque token too long"}
+	ErrMetaSetMode    = &ErrorReply{Reply: "CLIENT_ERROR invalid mode for ms M token"}
+	ErrMetaArithMode  = &ErrorReply{Reply: "CLIENT_ERROR invalid mode for ma M token"}
+	ErrTooLarge       = &ErrorReply{Reply: "SERVER_ERROR object too large for cache"}
+	ErrNoMemory       = &ErrorReply{Reply: "SERVER_ERROR out of memory storing object"}
+)
+
+func parseMeta(line []byte, r *Request) error {
+	t := r.toks
+	switch t[0][1] {
+	case 'n':
+		r.Cmd = CmdMetaNoop
+		return nil
+	case 'g':
+		r.Cmd = CmdMetaGet
+	case 's':
+		r.Cmd = CmdMetaSet
+	case 'd':
+		r.Cmd = CmdMetaDelete
+	case 'a':
+		r.Cmd = CmdMetaArith
+	case 'e':
+		r.Cmd = CmdMetaDebug
+		return parseMetaDebug(r, t)
+	default:
+		return ErrUnknown
+	}
+	if len(t) < 2 {
+		if r.Cmd == CmdMetaSet {
+			return ErrFormat
+		}
+		return ErrUnknown
+	}
+	if len(t[1]) > MaxKeyLen {
+		return ErrFormat
+	}
+	r.Key, r.Meta.RawKey = t[1], t[1]
+	first := 2
+	if r.Cmd == CmdMetaSet {
+		if len(t) < 3 {
+			return ErrFormat
+		}
+		if len(t) > maxMetaTokens {
+			return ErrMetaTooLong
+		}
+		vlen, ok := parseInt32(t[2])
+		if !ok || vlen < 0 || vlen > 1<<31-1-2 {
+			return ErrFormat
+		}
+		r.Bytes = int(vlen)
+		first = 3
+		// From here on an error still swallows the data block.
+		if err := r.Meta.preparse(r, t[first:]); err != nil {
+			r.SwallowErr = err
+			return nil
+		}
+		switch r.Meta.Mode {
+		case 0, 'E', 'A', 'P', 'R', 'S':
+		default:
+			r.SwallowErr = ErrMetaSetMode
+		}
+		return nil
+	}
+	if len(t) > maxMetaTokens {
+		return ErrMetaTooLong
+	}
+	err := r.Meta.preparse(r, t[first:])
+	switch {
+	case err == nil:
+	case r.Cmd == CmdMetaGet || err == ErrMetaOpaque:
+		return err
+	default:
+		// md and ma report every flag problem alike.
+		return ErrMetaInvalidDup
+	}
+	if r.Cmd == CmdMetaArith {
+		switch r.Meta.Mode {
+		case 0, 'I', 'i', '+', 'D', 'd', '-':
+		default:
+			return ErrMetaArithMode
+		}
+	}
+	return nil
+}
+
+// preparse reads the flags, as memcached's _meta_flag_preparse: a repeated
+// or unknown flag fails at once; a bad argument is remembered and reported
+// after the rest are read.
+func (m *Meta) preparse(r *Request, flags [][]byte) *ErrorReply {
+	m.Delta = 1
+	var seen [2]uint64
+	var bad *ErrorReply
+	for _, f := range flags {
+		c := f[0]
+		if c >= 127 || seen[c>>6]&(1<<(c&63)) != 0 {
+			return ErrMetaDuplicate
+		}
+		seen[c>>6] |= 1 << (c & 63)
+		m.Flags = append(m.Flags, f)
+		arg := f[1:]
+		var err *ErrorReply
+		switch c {
+		case 'b':
+			n, e := base64.StdEncoding.Decode(m.keyBuf[:], r.Key)
+			if e != nil || n == 0 {
+				err = ErrMetaKeyDecode
+			} else {
+				r.Key = m.keyBuf[:n]
+				m.Base64 = true
+			}
+		case 'N':
+			m.Vivify = true
+			m.VivifyTTL, err = metaTTL(arg)
+		case 'T':
+			m.HasTTL = true
+			m.TTL, err = metaTTL(arg)
+		case 'R':
+			m.Recache = true
+			m.RecacheTTL, err = metaTTL(arg)
+		case 'O':
+			if len(f) > maxOpaque {
+				return ErrMetaOpaque
+			}
+			m.Opaque = f
+		case 'P', 'L', 'k', 's', 't', 'c', 'f', 'l', 'h':
+		case 'v':
+			m.Value = true
+		case 'u':
+			m.NoUpdate = true
+		case 'q':
+			m.Quiet = true
+		case 'F':
+			v, ok := parseUint32(arg)
+			if !ok {
+				err = ErrMetaBadToken
+			}
+			m.Flags32 = v
+		case 'C':
+			v, ok := ParseUint64(arg)
+			if !ok {
+				err = ErrMetaBadToken
+			}
+			m.CAS, m.HasCAS = v, ok
+		case 'M':
+			if len(f) != 2 {
+				err = ErrMetaModeLen
+			} else {
+				m.Mode = f[1]
+			}
+		case 'J':
+			v, ok := ParseUint64(arg)
+			if !ok {
+				err = ErrMetaInitial
+			}
+			m.Initial = v
+		case 'D':
+			v, ok := ParseUint64(arg)
+			if !ok {
+				err = ErrMetaDelta
+			}
+			m.Delta = v
+		case 'I':
+			m.Invalidate = true
+		default:
+			return ErrMetaInvalid
+		}
+		if err != nil {
+			bad = err
+		}
+	}
+	return bad
+}
+
+// metaTTL parses a T, N or R token: a 32-bit exptime, as memcached.
+func metaTTL(arg []byte) (int64, *ErrorReply) {
+	v, ok := parseInt32(arg)
+	if !ok {
+		return 0, ErrMetaBadToken
+	}
+	return int64(v), nil
+}
+
+// parseMetaDebug reads "me <key> [b]".
+func parseMetaDebug(r *Request, t [][]byte) error {
+	if len(t) < 2 || len(t[1]) > MaxKeyLen {
+		return ErrFormat
+	}
+	r.Key, r.Meta.RawKey = t[1], t[1]
+	if len(t) >= 3 && string(t[2]) == "b" {
+		n, err := base64.StdEncoding.Decode(r.Meta.keyBuf[:], t[1])
+		if err != nil || n == 0 {
+			return ErrMetaKeyDecode
+		}
+		r.Key = r.Meta.keyBuf[:n]
+		r.Meta.Base64 = true
+	}
+	return nil
+}

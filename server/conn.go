@@ -1,0 +1,261 @@
+package server
+
+import (
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/tandemcache/tandem/protocol"
+	"github.com/tandemcache/tandem/store"
+)
+
+const (
+	// flushAt: inside a long pipeline, replies are written out every 64 KiB
+	// so that a client reading its replies as it sends is never stalled.
+	flushAt = 64 << 10
+	// maxGetLine bounds a get line waiting for its newline: memcached lets
+	// multi-gets pass MaxLine, but a connection must not buffer without end.
+	maxGetLine = 1 << 20
+	// binaryMagic is the first byte of a binary protocol request.
+	binaryMagic = 0x80
+)
+
+// conn is one client connection. Only its handler goroutine touches it,
+// except lastActive (read by the idle sweeper).
+type conn struct {
+	s        *Server
+	nc       netpoll.Connection
+	req      protocol.Request
+	out      []byte
+	swallow  int // bytes of a refused value still to drop
+	rejected bool
+	closing  bool
+	started  bool // a first byte was seen (protocol detection)
+	fd       int  // the socket, for writing replies; -1 if unknown
+
+	lastActive atomic.Int64 // unix seconds
+
+	// Arguments of the store callback, set before each Get so that the
+	// callback is a method value made once, not a closure per request.
+	hit     func(store.Item)
+	metaHit func(store.Item)
+	withCAS bool
+}
+
+func newConn(s *Server, nc netpoll.Connection) *conn {
+	c := &conn{s: s, nc: nc, out: make([]byte, 0, 4096), fd: -1}
+	if f, ok := nc.(interface{ Fd() int }); ok {
+		c.fd = f.Fd()
+	}
+	c.hit = c.appendHit
+	c.metaHit = c.appendMetaHit
+	c.lastActive.Store(time.Now().Unix())
+	return c
+}
+
+// serve answers every complete request buffered, flushing once per batch,
+// and waits (without spinning) for the rest of a partial one. netpoll calls
+// it whenever input is buffered; it must consume everything or close.
+func (c *conn) serve() {
+	r := c.nc.Reader()
+	for {
+		n := r.Len()
+		if n == 0 {
+			return
+		}
+		buf, err := r.Peek(n)
+		if err != nil {
+			c.nc.Close()
+			return
+		}
+		c.lastActive.Store(time.Now().Unix())
+		pos, need := c.process(buf)
+		_ = r.Skip(pos)
+		c.s.bytesRead.Add(uint64(pos))
+		c.flush()
+		_ = r.Release()
+		if c.closing {
+			c.nc.Close()
+			return
+		}
+		if need > 0 {
+			// Block until the partial request is whole; netpoll would call
+			// us again at once if we returned with input left.
+			if _, err := r.Peek(need); err != nil {
+				c.nc.Close()
+				return
+			}
+		}
+	}
+}
+
+// process runs the requests at the front of buf. It returns the bytes
+// consumed and, when a request is incomplete, how many bytes from there on
+// must be buffered before it can go on (0 when all was consumed).
+func (c *conn) process(buf []byte) (pos, need int) {
+	count := 0
+	for pos < len(buf) && !c.closing {
+		if c.swallow > 0 {
+			k := min(c.swallow, len(buf)-pos)
+			pos += k
+			c.swallow -= k
+			continue
+		}
+		if !c.started {
+			c.started = true
+			if buf[pos] == binaryMagic {
+				c.refuseBinary(buf[pos:])
+				return len(buf), 0
+			}
+		}
+		n, err := protocol.Parse(buf[pos:], &c.req)
+		if err == protocol.ErrNeedMore {
+			if len(buf)-pos > maxGetLine {
+				c.closing = true
+				return len(buf), 0
+			}
+			return pos, len(buf) - pos + 1
+		}
+		if err != nil {
+			pos += n
+			c.replyError(err)
+			continue
+		}
+		if c.req.Cmd.IsStorage() {
+			used, want := c.storage(buf[pos:], n)
+			if want > 0 {
+				return pos, want
+			}
+			pos += used
+		} else {
+			c.dispatch()
+			pos += n
+		}
+		if count++; count%c.s.cfg.ReqsPerEvent == 0 {
+			// -R: let other connections run between long runs of one
+			// client's pipelined requests.
+			c.flush()
+			c.s.connYields.Add(1)
+		} else if len(c.out) >= flushAt {
+			c.flush()
+		}
+	}
+	return pos, 0
+}
+
+// replyError answers a request that failed to parse.
+func (c *conn) replyError(err error) {
+	e, ok := err.(*protocol.ErrorReply)
+	if !ok {
+		c.closing = true
+		return
+	}
+	if e.Close {
+		c.closing = true
+		return
+	}
+	// memcached decides noreply before checking the rest of a line, so a
+	// malformed line ending in noreply gets no answer either.
+	if !c.req.NoReply {
+		c.out = protocol.AppendLine(c.out, e.Reply)
+	}
+}
+
+// storage handles a storage command whose line is n bytes at the front of
+// buf. It returns the bytes consumed, or how many must be buffered first.
+func (c *conn) storage(buf []byte, n int) (used, want int) {
+	r := &c.req
+	total := n + r.Bytes + 2
+	refuse := r.SwallowErr
+	if refuse == nil && c.s.store.TooLarge(len(r.Key), c.storageFlags(), r.Bytes) {
+		refuse = protocol.ErrTooLarge
+		c.s.store.CountTooLarge()
+		// memcached drops the old value so a failed set leaves no stale
+		// data (for ms in any mode, for text only for set).
+		if r.Cmd == protocol.CmdSet || r.Cmd == protocol.CmdMetaSet {
+			_ = c.s.store.Delete(r.Key, store.DeleteOptions{})
+		}
+	}
+	if refuse != nil {
+		// Answer now and drop the data block as it arrives, without
+		// buffering it.
+		if !r.NoReply {
+			c.out = protocol.AppendLine(c.out, refuse.Reply)
+		}
+		c.swallow = r.Bytes + 2
+		return n, 0
+	}
+	if len(buf) < total {
+		return 0, total
+	}
+	block := buf[n:total]
+	if !protocol.DataOK(block) {
+		if !r.NoReply {
+			c.out = protocol.AppendLine(c.out, protocol.ErrDataChunk.Reply)
+		}
+		return total, 0
+	}
+	if r.Cmd == protocol.CmdMetaSet {
+		c.metaSet(block[:r.Bytes])
+	} else {
+		c.textStore(block[:r.Bytes])
+	}
+	return total, 0
+}
+
+func (c *conn) storageFlags() uint32 {
+	if c.req.Cmd == protocol.CmdMetaSet {
+		return c.req.Meta.Flags32
+	}
+	return c.req.Flags
+}
+
+// flush writes the pending replies in one write. It writes to the socket
+// itself rather than through netpoll's writer: netpoll refuses to write once
+// the peer has half-closed (a client that sends its requests and shuts down
+// its side, as "nc -N" does), while memcached still answers such a client.
+// netpoll's writer is used only to wait when the socket buffer is full.
+func (c *conn) flush() {
+	if len(c.out) == 0 {
+		return
+	}
+	c.s.bytesWritten.Add(uint64(len(c.out)))
+	b := c.out
+	for c.fd >= 0 && len(b) > 0 {
+		n, err := syscall.Write(c.fd, b)
+		if n > 0 {
+			b = b[n:]
+			continue
+		}
+		if err != syscall.EINTR {
+			break // EAGAIN: the kernel buffer is full; or the socket is gone
+		}
+	}
+	if len(b) > 0 {
+		// WriteBinary keeps a reference to b until Flush returns; c.out is
+		// not touched before then.
+		w := c.nc.Writer()
+		if _, err := w.WriteBinary(b); err != nil || w.Flush() != nil {
+			c.closing = true
+		}
+	}
+	c.out = c.out[:0]
+}
+
+// refuseBinary answers a binary-protocol request with an Unknown command
+// status and closes: the binary protocol is not implemented yet.
+func (c *conn) refuseBinary(req []byte) {
+	const body = "Unknown command"
+	var opcode byte
+	var opaque [4]byte
+	if len(req) >= 24 {
+		opcode = req[1]
+		copy(opaque[:], req[12:16])
+	}
+	hdr := [24]byte{0: 0x81, 1: opcode, 6: 0x00, 7: 0x81, 11: byte(len(body))}
+	copy(hdr[12:16], opaque[:])
+	c.out = append(c.out, hdr[:]...)
+	c.out = append(c.out, body...)
+	c.closing = true
+}

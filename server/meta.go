@@ -1,0 +1,301 @@
+package server
+
+import (
+	"encoding/base64"
+	"strconv"
+
+	"github.com/tandemcache/tandem/protocol"
+	"github.com/tandemcache/tandem/store"
+)
+
+// Meta replies echo the return flags in the order the request gave them,
+// each after a space; memcached 1.6.18 was probed for every shape used here.
+
+// appendKeyFlag appends " k<key>", re-encoded and followed by " b" when the
+// request's key was base64.
+func (c *conn) appendKeyFlag(m *protocol.Meta) {
+	c.out = append(c.out, " k"...)
+	c.out = append(c.out, m.RawKey...)
+	if m.Base64 {
+		c.out = append(c.out, " b"...)
+	}
+}
+
+// appendOpaqueKey appends the O and k flags, the only ones echoed on
+// misses and failures.
+func (c *conn) appendOpaqueKey(m *protocol.Meta) {
+	for _, f := range m.Flags {
+		switch f[0] {
+		case 'O':
+			c.out = append(c.out, ' ')
+			c.out = append(c.out, f...)
+		case 'k':
+			c.appendKeyFlag(m)
+		}
+	}
+}
+
+func (c *conn) metaGet() {
+	r := &c.req
+	m := &r.Meta
+	opts := store.GetOptions{
+		Touch: m.HasTTL, Exptime: m.TTL,
+		NoBump: m.NoUpdate,
+		Vivify: m.Vivify, VivifyExptime: m.VivifyTTL,
+		Recache: m.Recache, RecacheExptime: m.RecacheTTL,
+	}
+	if err := c.s.store.Get(r.Key, opts, c.metaHit); err == nil {
+		return
+	}
+	if m.Quiet {
+		return
+	}
+	c.out = append(c.out, "EN"...)
+	c.appendOpaqueKey(m)
+	c.out = append(c.out, protocol.CRLF...)
+}
+
+// appendMetaHit is the store callback of mg.
+func (c *conn) appendMetaHit(it store.Item) {
+	m := &c.req.Meta
+	if m.Value {
+		c.out = append(c.out, "VA "...)
+		c.out = strconv.AppendInt(c.out, int64(it.Len()), 10)
+	} else {
+		c.out = append(c.out, "HD"...)
+	}
+	touched := false // a t before T reports the TTL before the touch
+	for _, f := range m.Flags {
+		switch f[0] {
+		case 'T':
+			touched = true
+		case 's':
+			c.out = append(c.out, " s"...)
+			c.out = strconv.AppendInt(c.out, int64(it.Len()), 10)
+		case 't':
+			ttl := it.TTL
+			if m.HasTTL && !touched {
+				ttl = it.PrevTTL
+			}
+			c.out = append(c.out, " t"...)
+			c.out = strconv.AppendInt(c.out, ttl, 10)
+		case 'c':
+			c.out = append(c.out, " c"...)
+			c.out = strconv.AppendUint(c.out, it.CAS, 10)
+		case 'f':
+			c.out = append(c.out, " f"...)
+			c.out = strconv.AppendUint(c.out, uint64(it.Flags), 10)
+		case 'l':
+			c.out = append(c.out, " l"...)
+			c.out = strconv.AppendInt(c.out, it.LastAccess, 10)
+		case 'h':
+			if it.Fetched {
+				c.out = append(c.out, " h1"...)
+			} else {
+				c.out = append(c.out, " h0"...)
+			}
+		case 'O':
+			c.out = append(c.out, ' ')
+			c.out = append(c.out, f...)
+		case 'k':
+			c.appendKeyFlag(m)
+		}
+	}
+	if it.TokenSent {
+		c.out = append(c.out, " Z"...)
+	}
+	if it.Stale {
+		c.out = append(c.out, " X"...)
+	}
+	if it.Won {
+		c.out = append(c.out, " W"...)
+	}
+	c.out = append(c.out, protocol.CRLF...)
+	if m.Value {
+		c.out = it.AppendValue(c.out)
+		c.out = append(c.out, protocol.CRLF...)
+	}
+}
+
+func (c *conn) metaSet(value []byte) {
+	r := &c.req
+	m := &r.Meta
+	o := store.SetOptions{Flags: m.Flags32, Invalidate: m.Invalidate}
+	if m.HasTTL {
+		o.Exptime = m.TTL
+	}
+	switch m.Mode {
+	case 'E':
+		o.Mode = store.ModeAdd
+	case 'A':
+		o.Mode = store.ModeAppend
+	case 'P':
+		o.Mode = store.ModePrepend
+	case 'R':
+		o.Mode = store.ModeReplace
+	}
+	if m.HasCAS {
+		o.CAS = m.CAS
+		if o.Mode == store.ModeSet || o.Mode == store.ModeReplace {
+			o.Mode = store.ModeCAS
+		}
+	}
+	if m.Vivify && (o.Mode == store.ModeAppend || o.Mode == store.ModePrepend) {
+		o.Vivify, o.VivifyExptime = true, m.VivifyTTL
+	}
+	cas, err := c.s.store.Set(r.Key, value, o)
+	var code string
+	switch err {
+	case nil:
+		if m.Quiet {
+			return
+		}
+		code = "HD"
+	case store.ErrNotStored:
+		code = "NS"
+	case store.ErrExists:
+		code = "EX"
+	case store.ErrNotFound:
+		code = "NF"
+	default:
+		c.out = protocol.AppendLine(c.out, storeReply(err))
+		return
+	}
+	c.out = append(c.out, code...)
+	for _, f := range m.Flags {
+		switch f[0] {
+		case 'O':
+			c.out = append(c.out, ' ')
+			c.out = append(c.out, f...)
+		case 'k':
+			c.appendKeyFlag(m)
+		case 'c':
+			if err == nil {
+				c.out = append(c.out, " c"...)
+				c.out = strconv.AppendUint(c.out, cas, 10)
+			}
+		}
+	}
+	c.out = append(c.out, protocol.CRLF...)
+}
+
+func (c *conn) metaDelete() {
+	r := &c.req
+	m := &r.Meta
+	o := store.DeleteOptions{Invalidate: m.Invalidate, Touch: m.HasTTL, Exptime: m.TTL}
+	if m.HasCAS {
+		o.CAS = m.CAS
+	}
+	switch c.s.store.Delete(r.Key, o) {
+	case nil:
+		if m.Quiet {
+			return
+		}
+		c.out = append(c.out, "HD"...)
+	case store.ErrExists:
+		c.out = append(c.out, "EX"...)
+	default:
+		c.out = append(c.out, "NF"...)
+	}
+	c.appendOpaqueKey(m)
+	c.out = append(c.out, protocol.CRLF...)
+}
+
+func (c *conn) metaArith() {
+	r := &c.req
+	m := &r.Meta
+	o := store.ArithOptions{
+		Decr:  m.Mode == 'D' || m.Mode == 'd' || m.Mode == '-',
+		Delta: m.Delta,
+		Touch: m.HasTTL, Exptime: m.TTL,
+		Vivify: m.Vivify, Initial: m.Initial, VivifyExptime: m.VivifyTTL,
+	}
+	if m.HasCAS {
+		o.CAS = m.CAS
+	}
+	res, err := c.s.store.Arith(r.Key, o)
+	switch err {
+	case nil:
+	case store.ErrNotFound:
+		c.out = append(c.out, "NF"...)
+		c.appendOpaqueKey(m)
+		c.out = append(c.out, protocol.CRLF...)
+		return
+	case store.ErrExists:
+		c.out = append(c.out, "EX"...)
+		c.appendOpaqueKey(m)
+		c.out = append(c.out, protocol.CRLF...)
+		return
+	case store.ErrNonNumeric:
+		c.out = protocol.AppendLine(c.out, "CLIENT_ERROR cannot increment or decrement non-numeric value")
+		return
+	default:
+		c.out = protocol.AppendLine(c.out, "SERVER_ERROR out of memory")
+		return
+	}
+	if m.Quiet {
+		return
+	}
+	var num [20]byte
+	digits := strconv.AppendUint(num[:0], res.Value, 10)
+	if m.Value {
+		c.out = append(c.out, "VA "...)
+		c.out = strconv.AppendInt(c.out, int64(len(digits)), 10)
+	} else {
+		c.out = append(c.out, "HD"...)
+	}
+	for _, f := range m.Flags {
+		switch f[0] {
+		case 'c':
+			c.out = append(c.out, " c"...)
+			c.out = strconv.AppendUint(c.out, res.CAS, 10)
+		case 't':
+			c.out = append(c.out, " t"...)
+			c.out = strconv.AppendInt(c.out, res.TTL, 10)
+		case 'O':
+			c.out = append(c.out, ' ')
+			c.out = append(c.out, f...)
+		case 'k':
+			c.appendKeyFlag(m)
+		}
+	}
+	c.out = append(c.out, protocol.CRLF...)
+	if m.Value {
+		c.out = append(c.out, digits...)
+		c.out = append(c.out, protocol.CRLF...)
+	}
+}
+
+// metaDebug answers "me": the item's metadata without touching it.
+func (c *conn) metaDebug() {
+	r := &c.req
+	found := false
+	_ = c.s.store.Get(r.Key, store.GetOptions{Peek: true}, func(it store.Item) {
+		found = true
+		c.out = append(c.out, "ME "...)
+		if r.Meta.Base64 {
+			c.out = base64.StdEncoding.AppendEncode(c.out, it.Key())
+		} else {
+			c.out = append(c.out, it.Key()...)
+		}
+		c.out = append(c.out, " exp="...)
+		c.out = strconv.AppendInt(c.out, it.TTL, 10)
+		c.out = append(c.out, " la="...)
+		c.out = strconv.AppendInt(c.out, it.LastAccess, 10)
+		c.out = append(c.out, " cas="...)
+		c.out = strconv.AppendUint(c.out, it.CAS, 10)
+		if it.Fetched {
+			c.out = append(c.out, " fetch=yes"...)
+		} else {
+			c.out = append(c.out, " fetch=no"...)
+		}
+		c.out = append(c.out, " cls="...)
+		c.out = strconv.AppendInt(c.out, int64(it.Class()), 10)
+		c.out = append(c.out, " size="...)
+		c.out = strconv.AppendInt(c.out, int64(c.s.store.MemcachedSize(len(it.Key()), it.Flags, it.Len())), 10)
+		c.out = append(c.out, protocol.CRLF...)
+	})
+	if !found {
+		c.out = protocol.AppendLine(c.out, "EN")
+	}
+}

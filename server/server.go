@@ -1,0 +1,260 @@
+// Package server owns client connections: it accepts them on netpoll event
+// loops, reads requests with package protocol, runs them against a
+// store.Store and writes the replies, one write per batch of pipelined
+// requests.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/tandemcache/tandem/store"
+)
+
+// Version is what "version" and "stats" report: a memcached version, since
+// clients parse it to pick features.
+const Version = "1.6.18"
+
+// Config sets up a Server. Zero fields take the defaults noted.
+type Config struct {
+	// Listen are TCP addresses, host:port. Empty with no UnixSocket means
+	// ":11211".
+	Listen []string
+	// UnixSocket, if set, is a unix socket path to listen on (-s); TCP is
+	// then off, as in memcached. UnixMask is its permission mask (-a),
+	// default 0700.
+	UnixSocket string
+	UnixMask   os.FileMode
+	// MaxConns is the connection limit (-c). Default 1024.
+	MaxConns int
+	// ReqsPerEvent is how many requests one connection may run before its
+	// replies are flushed and it yields (-R). Default 20.
+	ReqsPerEvent int
+	// IdleTimeout closes connections idle that long (-o idle_timeout); 0 off.
+	IdleTimeout time.Duration
+	// EnableShutdown allows the shutdown command (-A).
+	EnableShutdown bool
+	// DisableFlush refuses flush_all (-F).
+	DisableFlush bool
+	// Verbosity is memcached's -v level: 1 errors, 2 also each command.
+	Verbosity int
+	// Log receives verbose output. Default os.Stderr.
+	Log io.Writer
+	// Settings are the name/value lines of "stats settings", filled by cmd
+	// from the flags it parsed.
+	Settings [][2]string
+	// Threads is reported in "stats" (memcached's -t).
+	Threads int
+	// OnShutdown is called when a client sends an allowed shutdown command.
+	OnShutdown func(graceful bool)
+}
+
+// Server serves the memcached protocols for one store.
+type Server struct {
+	cfg   Config
+	store *store.Store
+	loop  netpoll.EventLoop
+	lns   []net.Listener
+	start time.Time
+
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+
+	// Counters for "stats".
+	currConns, totalConns, rejected atomic.Int64
+	bytesRead, bytesWritten         atomic.Uint64
+	connYields, cmdMeta             atomic.Uint64
+	verbosity                       atomic.Int32
+}
+
+// New prepares a server over st and opens its listeners.
+func New(cfg Config, st *store.Store) (*Server, error) {
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = 1024
+	}
+	if cfg.ReqsPerEvent == 0 {
+		cfg.ReqsPerEvent = 20
+	}
+	if cfg.UnixMask == 0 {
+		cfg.UnixMask = 0o700
+	}
+	if cfg.Log == nil {
+		cfg.Log = os.Stderr
+	}
+	if len(cfg.Listen) == 0 && cfg.UnixSocket == "" {
+		cfg.Listen = []string{":11211"}
+	}
+	s := &Server{cfg: cfg, store: st, start: time.Now(), conns: map[*conn]struct{}{}}
+	s.verbosity.Store(int32(cfg.Verbosity))
+	if err := s.listen(); err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	loop, err := netpoll.NewEventLoop(s.onRequest,
+		netpoll.WithOnPrepare(s.onPrepare),
+		netpoll.WithOnDisconnect(s.onDisconnect))
+	if err != nil {
+		s.closeListeners()
+		return nil, fmt.Errorf("server: starting the event loop: %w", err)
+	}
+	s.loop = loop
+	return s, nil
+}
+
+func (s *Server) listen() error {
+	if s.cfg.UnixSocket != "" {
+		_ = os.Remove(s.cfg.UnixSocket) // a stale socket from a previous run
+		ln, err := netpoll.CreateListener("unix", s.cfg.UnixSocket)
+		if err != nil {
+			return fmt.Errorf("server: listening on unix socket %s: %w", s.cfg.UnixSocket, err)
+		}
+		if err := os.Chmod(s.cfg.UnixSocket, s.cfg.UnixMask); err != nil {
+			ln.Close()
+			return fmt.Errorf("server: setting the mode of %s: %w", s.cfg.UnixSocket, err)
+		}
+		s.lns = append(s.lns, ln)
+		return nil
+	}
+	for _, addr := range s.cfg.Listen {
+		ln, err := netpoll.CreateListener("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("server: listening on %s: %w", addr, err)
+		}
+		s.lns = append(s.lns, ln)
+	}
+	return nil
+}
+
+// Addrs are the addresses the server listens on.
+func (s *Server) Addrs() []net.Addr {
+	var a []net.Addr
+	for _, ln := range s.lns {
+		a = append(a, ln.Addr())
+	}
+	return a
+}
+
+// Serve accepts connections until Shutdown; it returns nil after a
+// shutdown.
+func (s *Server) Serve() error {
+	if s.cfg.IdleTimeout > 0 {
+		stop := make(chan struct{})
+		defer close(stop)
+		go s.sweepIdle(stop)
+	}
+	errc := make(chan error, len(s.lns))
+	for _, ln := range s.lns {
+		go func(ln net.Listener) { errc <- s.loop.Serve(ln) }(ln)
+	}
+	var first error
+	for range s.lns {
+		if err := <-errc; err != nil && first == nil && !errors.Is(err, net.ErrClosed) {
+			first = err
+		}
+	}
+	return first
+}
+
+// Shutdown stops accepting, lets requests in flight finish until ctx ends,
+// then closes every connection.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.loop.Shutdown(ctx)
+	s.closeListeners()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	if s.cfg.UnixSocket != "" {
+		_ = os.Remove(s.cfg.UnixSocket)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return nil // the stragglers were closed above
+	}
+	return err
+}
+
+// sweepIdle closes connections with no request for IdleTimeout (memcached's
+// -o idle_timeout). netpoll's own idle timeout is only TCP keep-alive.
+func (s *Server) sweepIdle(stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			limit := now.Add(-s.cfg.IdleTimeout).Unix()
+			s.mu.Lock()
+			for c := range s.conns {
+				if c.lastActive.Load() < limit {
+					c.nc.Close()
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *Server) closeListeners() {
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+}
+
+type ctxKey struct{}
+
+// onPrepare runs before the connection is registered with a poller: it
+// enforces the connection limit and attaches the connection's state.
+func (s *Server) onPrepare(nc netpoll.Connection) context.Context {
+	c := newConn(s, nc)
+	n := s.currConns.Add(1)
+	s.totalConns.Add(1)
+	if n > int64(s.cfg.MaxConns) {
+		// memcached answers and closes (maxconns_fast).
+		s.rejected.Add(1)
+		c.rejected = true
+		_, _ = nc.Writer().WriteString("ERROR Too many open connections\r\n")
+		_ = nc.Writer().Flush()
+		nc.Close()
+	}
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	_ = nc.AddCloseCallback(func(netpoll.Connection) error {
+		s.currConns.Add(-1)
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		return nil
+	})
+	return context.WithValue(context.Background(), ctxKey{}, c)
+}
+
+func (s *Server) onDisconnect(ctx context.Context, nc netpoll.Connection) {}
+
+func (s *Server) onRequest(ctx context.Context, nc netpoll.Connection) error {
+	c, _ := ctx.Value(ctxKey{}).(*conn)
+	if c == nil || c.rejected {
+		nc.Close()
+		return nil
+	}
+	defer func() {
+		// A bug in one request must not take the server down: log it and
+		// drop this connection only.
+		if p := recover(); p != nil {
+			fmt.Fprintf(s.cfg.Log, "tandem: panic serving %s: %v\n", nc.RemoteAddr(), p)
+			nc.Close()
+		}
+	}()
+	c.serve()
+	return nil
+}
