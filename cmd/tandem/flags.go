@@ -73,7 +73,7 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 	fs.StringVarP(&o.pidfile, "pidfile", "P", "", "save the process id in this file")
 	fs.StringVarP(&o.user, "user", "u", "", "assume the identity of this user (required when run as root)")
 	fs.BoolVarP(&o.coredumps, "enable-coredumps", "r", false, "maximize the core file limit")
-	fs.BoolVarP(&o.lockMem, "lock-memory", "k", false, "lock down all paged memory")
+	fs.BoolVarP(&o.lockMem, "lock-memory", "k", false, "(not supported: ignored) lock down all paged memory")
 	fs.IntVarP(&o.reqsPerEvent, "max-reqs-per-event", "R", 20, "requests one connection may run before others get a turn")
 	fs.StringVarP(&o.protocol, "protocol", "B", "auto", "protocol: auto, ascii or binary (binary is not supported yet)")
 	fs.IntVarP(&o.backlog, "listen-backlog", "b", 1024, "listen backlog (the system's somaxconn applies)")
@@ -433,7 +433,13 @@ func usage(w io.Writer) {
 		if f.Shorthand != "" {
 			short = "-" + f.Shorthand + ", "
 		}
-		fmt.Fprintf(w, "  %s%-24s %s\n", short, name, f.Usage)
+		def := ""
+		switch f.DefValue {
+		case "", "false", "0", "[]":
+		default:
+			def = " (default " + f.DefValue + ")"
+		}
+		fmt.Fprintf(w, "  %s%-24s %s%s\n", short, name, f.Usage, def)
 	})
 	fmt.Fprint(w, `
 -o options (comma separated, repeatable):
