@@ -1,6 +1,9 @@
 package server
 
 import (
+	"bytes"
+	"fmt"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -109,39 +112,60 @@ func (c *conn) process(buf []byte) (pos, need int) {
 				return len(buf), 0
 			}
 		}
-		n, err := protocol.Parse(buf[pos:], &c.req)
-		if err == protocol.ErrNeedMore {
-			if len(buf)-pos > maxGetLine {
-				c.closing = true
-				return len(buf), 0
-			}
-			return pos, len(buf) - pos + 1
+		used, want := c.one(buf[pos:])
+		if want > 0 {
+			return pos, want
 		}
-		if err != nil {
-			pos += n
-			c.replyError(err)
-			continue
-		}
-		if c.req.Cmd.IsStorage() {
-			used, want := c.storage(buf[pos:], n)
-			if want > 0 {
-				return pos, want
-			}
-			pos += used
-		} else {
-			c.dispatch()
-			pos += n
-		}
+		pos += used
 		if count++; count%c.s.cfg.ReqsPerEvent == 0 {
 			// -R: let other connections run between long runs of one
 			// client's pipelined requests.
 			c.flush()
 			c.s.connYields.Add(1)
+			runtime.Gosched()
 		} else if len(c.out) >= flushAt {
 			c.flush()
 		}
 	}
 	return pos, 0
+}
+
+// one runs the request at the front of buf. It returns the bytes consumed,
+// or how many must be buffered before it can run.
+func (c *conn) one(buf []byte) (used, want int) {
+	n, err := protocol.Parse(buf, &c.req)
+	if err == protocol.ErrNeedMore {
+		if len(buf) > maxGetLine {
+			c.closing = true
+			return len(buf), 0
+		}
+		return 0, len(buf) + 1
+	}
+	mark := len(c.out)
+	switch {
+	case err != nil:
+		used = n
+		c.replyError(err)
+	case c.req.Cmd.IsStorage():
+		used, want = c.storage(buf, n)
+	default:
+		used = n
+		c.dispatch()
+	}
+	if want == 0 && c.s.verbosity.Load() >= 2 {
+		c.logExchange(buf[:n], c.out[mark:])
+	}
+	return used, want
+}
+
+// logExchange writes a request line and the first line of its reply in
+// memcached's -vv format: "<fd command" and ">fd reply".
+func (c *conn) logExchange(line, reply []byte) {
+	line = bytes.TrimRight(line, "\r\n")
+	if i := bytes.Index(reply, []byte("\r\n")); i >= 0 {
+		reply = reply[:i]
+	}
+	fmt.Fprintf(c.s.cfg.Log, "<%d %s\n>%d %s\n", c.fd, line, c.fd, reply)
 }
 
 // replyError answers a request that failed to parse.
