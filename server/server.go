@@ -168,11 +168,9 @@ func (s *Server) Serve() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.loop.Shutdown(ctx)
 	s.closeListeners()
-	s.mu.Lock()
-	for c := range s.conns {
+	for _, c := range s.connsWhere(func(*conn) bool { return true }) {
 		c.nc.Close()
 	}
-	s.mu.Unlock()
 	if s.cfg.UnixSocket != "" {
 		_ = os.Remove(s.cfg.UnixSocket)
 	}
@@ -193,15 +191,26 @@ func (s *Server) sweepIdle(stop <-chan struct{}) {
 			return
 		case now := <-t.C:
 			limit := now.Add(-s.cfg.IdleTimeout).Unix()
-			s.mu.Lock()
-			for c := range s.conns {
-				if c.lastActive.Load() < limit {
-					c.nc.Close()
-				}
+			for _, c := range s.connsWhere(func(c *conn) bool { return c.lastActive.Load() < limit }) {
+				c.nc.Close()
 			}
-			s.mu.Unlock()
 		}
 	}
+}
+
+// connsWhere returns the open connections that match. Callers close them
+// after s.mu is released: netpoll runs the close callback, which takes
+// s.mu, inside Close.
+func (s *Server) connsWhere(match func(*conn) bool) []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*conn
+	for c := range s.conns {
+		if match(c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func (s *Server) closeListeners() {
@@ -216,15 +225,16 @@ type ctxKey struct{}
 // enforces the connection limit and attaches the connection's state.
 func (s *Server) onPrepare(nc netpoll.Connection) context.Context {
 	c := newConn(s, nc)
-	n := s.currConns.Add(1)
 	s.totalConns.Add(1)
-	if n > int64(s.cfg.MaxConns) {
+	if s.currConns.Add(1) > int64(s.cfg.MaxConns) {
 		// memcached answers and closes (maxconns_fast).
+		s.currConns.Add(-1)
 		s.rejected.Add(1)
 		c.rejected = true
-		_, _ = nc.Writer().WriteString("ERROR Too many open connections\r\n")
-		_ = nc.Writer().Flush()
+		c.out = append(c.out, "ERROR Too many open connections\r\n"...)
+		c.flush()
 		nc.Close()
+		return context.WithValue(context.Background(), ctxKey{}, c)
 	}
 	s.mu.Lock()
 	s.conns[c] = struct{}{}

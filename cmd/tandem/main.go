@@ -93,6 +93,7 @@ func serve(o *options, stderr io.Writer) int {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go clock.Run(ctx) // the store reads this clock; nothing else moves it
 	go st.Run(ctx)
 
 	stop := make(chan bool, 1)

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// proc is a tandem process started by a test, killed at cleanup.
+type proc struct {
+	cmd    *exec.Cmd
+	out    *lockedBuffer
+	exited chan struct{}
+}
+
+func startProc(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, args...), out: &lockedBuffer{}, exited: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	require.NoError(t, p.cmd.Start())
+	go func() { _ = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	})
+	return p
+}
+
+// waitExit waits for the process to end and returns its exit code.
+func (p *proc) waitExit(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(within):
+		t.Fatalf("tandem did not exit within %v; output:\n%s", within, p.out.String())
+		return -1
+	}
+}
+
+// dialWait dials until the server accepts, within a deadline.
+func dialWait(t *testing.T, network, addr string) net.Conn {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout(network, addr, 100*time.Millisecond)
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no server on %s %s: %v", network, addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// roundTrip sends req and reads one reply line.
+func roundTrip(t *testing.T, c net.Conn, r *bufio.Reader, req string) string {
+	t.Helper()
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err := io.WriteString(c, req)
+	require.NoError(t, err)
+	line, err := r.ReadString('\n')
+	require.NoError(t, err)
+	return line
+}
+
+func tcpArgs(port int, extra ...string) []string {
+	return append([]string{"-u", "root", "-l", "127.0.0.1", "-p", strconv.Itoa(port)}, extra...)
+}
+
+func TestLifecycle(t *testing.T) {
+	bin := buildTandem(t)
+
+	t.Run("SIGTERM stops it cleanly", func(t *testing.T) {
+		port := freePort(t)
+		p := startProc(t, bin, tcpArgs(port)...)
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		c := dialWait(t, "tcp", addr)
+		defer c.Close()
+		require.Equal(t, "STORED\r\n", roundTrip(t, c, bufio.NewReader(c), "set k 0 0 1\r\nv\r\n"))
+		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+		require.Equal(t, 0, p.waitExit(t, 10*time.Second), p.out.String())
+		_, err := net.DialTimeout("tcp", addr, time.Second)
+		require.Error(t, err, "nothing listens after shutdown")
+	})
+
+	t.Run("shutdown command needs -A", func(t *testing.T) {
+		port := freePort(t)
+		p := startProc(t, bin, tcpArgs(port, "-A")...)
+		c := dialWait(t, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+		defer c.Close()
+		r := bufio.NewReader(c)
+		require.Equal(t, "CLIENT_ERROR invalid shutdown mode\r\n", roundTrip(t, c, r, "shutdown now\r\n"))
+		_, err := io.WriteString(c, "shutdown\r\n")
+		require.NoError(t, err)
+		require.Equal(t, 0, p.waitExit(t, 10*time.Second))
+	})
+
+	t.Run("unix socket", func(t *testing.T) {
+		sock := filepath.Join(t.TempDir(), "tandem.sock")
+		startProc(t, bin, "-u", "root", "-s", sock, "-a", "0766")
+		c := dialWait(t, "unix", sock)
+		defer c.Close()
+		r := bufio.NewReader(c)
+		require.Equal(t, "STORED\r\n", roundTrip(t, c, r, "set k 0 0 2\r\nhi\r\n"))
+		require.Equal(t, "VALUE k 0 2\r\n", roundTrip(t, c, r, "get k\r\n"))
+		fi, err := os.Stat(sock)
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o766), fi.Mode().Perm())
+	})
+
+	t.Run("connection limit", func(t *testing.T) {
+		port := freePort(t)
+		startProc(t, bin, tcpArgs(port, "-c", "3")...)
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		var held []net.Conn
+		for i := 0; i < 3; i++ {
+			c := dialWait(t, "tcp", addr)
+			defer c.Close()
+			require.Equal(t, "VERSION 1.6.18\r\n", roundTrip(t, c, bufio.NewReader(c), "version\r\n"))
+			held = append(held, c)
+		}
+		extra := dialWait(t, "tcp", addr)
+		defer extra.Close()
+		require.NoError(t, extra.SetDeadline(time.Now().Add(5*time.Second)))
+		all, err := io.ReadAll(extra)
+		require.NoError(t, err, "the server closes the connection over the limit")
+		require.Equal(t, "ERROR Too many open connections\r\n", string(all))
+
+		// A freed slot is usable again, and the refusal was counted.
+		held[0].Close()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			c := dialWait(t, "tcp", addr)
+			require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+			_, _ = io.WriteString(c, "stats\r\n")
+			line, err := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if err == nil && strings.HasPrefix(line, "STAT ") {
+				break
+			}
+			require.True(t, time.Now().Before(deadline), "no slot freed: %q %v", line, err)
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+
+	t.Run("idle timeout", func(t *testing.T) {
+		port := freePort(t)
+		startProc(t, bin, tcpArgs(port, "-o", "idle_timeout=1")...)
+		c := dialWait(t, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+		defer c.Close()
+		r := bufio.NewReader(c)
+		require.Equal(t, "VERSION 1.6.18\r\n", roundTrip(t, c, r, "version\r\n"))
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+		_, err := r.ReadByte()
+		require.ErrorIs(t, err, io.EOF, "an idle connection is closed after about a second")
+	})
+
+	t.Run("daemon with pid file", func(t *testing.T) {
+		port := freePort(t)
+		pidfile := filepath.Join(t.TempDir(), "tandem.pid")
+		p := startProc(t, bin, tcpArgs(port, "-d", "-P", pidfile)...)
+		require.Equal(t, 0, p.waitExit(t, 10*time.Second), "the parent returns at once")
+		c := dialWait(t, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+		defer c.Close()
+		require.Equal(t, "VERSION 1.6.18\r\n", roundTrip(t, c, bufio.NewReader(c), "version\r\n"))
+		var pid int
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			b, err := os.ReadFile(pidfile)
+			if err == nil {
+				pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+				if err == nil {
+					break
+				}
+			}
+			require.True(t, time.Now().Before(deadline), "no pid file: %v", err)
+			time.Sleep(10 * time.Millisecond)
+		}
+		daemon, err := os.FindProcess(pid)
+		require.NoError(t, err)
+		require.NoError(t, daemon.Signal(syscall.SIGTERM))
+		deadline = time.Now().Add(10 * time.Second)
+		for daemon.Signal(syscall.Signal(0)) == nil {
+			require.True(t, time.Now().Before(deadline), "the daemon did not stop on SIGTERM")
+			time.Sleep(20 * time.Millisecond)
+		}
+		_, err = os.Stat(pidfile)
+		require.True(t, errors.Is(err, os.ErrNotExist), "the pid file is removed on exit")
+	})
+}
