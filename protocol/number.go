@@ -29,7 +29,8 @@ func strtou(b []byte) (n uint64, neg, ok bool) {
 		}
 		n = n*10 + d
 	}
-	if i == start || (i < len(b) && !isSpace(b[i])) {
+	// The C functions stop at a NUL as at the end of the string.
+	if i == start || (i < len(b) && !isSpace(b[i]) && b[i] != 0) {
 		return 0, neg, false
 	}
 	if neg {
@@ -76,7 +77,7 @@ func parseInt32(b []byte) (int32, bool) {
 			return 0, false // ERANGE
 		}
 	}
-	if i == start || (i < len(b) && !isSpace(b[i])) {
+	if i == start || (i < len(b) && !isSpace(b[i]) && b[i] != 0) {
 		return 0, false
 	}
 	if neg {

@@ -149,6 +149,9 @@ func New(cfg Config) (*Allocator, error) {
 	case cfg.ChunkMax > ps || cfg.ChunkMax < cfg.MinChunk:
 		return nil, fmt.Errorf("slab: chunk max %d must lie between the smallest chunk %d and the page size %d",
 			cfg.ChunkMax, cfg.MinChunk, ps)
+	case cfg.ChunkMax&^(1<<minAlignShift-1) < (cfg.MinChunk+1<<minAlignShift-1)&^(1<<minAlignShift-1):
+		return nil, fmt.Errorf("slab: chunk max %d leaves no room above the smallest chunk %d once aligned",
+			cfg.ChunkMax, cfg.MinChunk)
 	case cfg.Limit < int64(ps):
 		return nil, fmt.Errorf("slab: memory limit %d is smaller than one page (%d)", cfg.Limit, ps)
 	}

@@ -68,6 +68,7 @@ func TestConfigErrors(t *testing.T) {
 		"tiny chunk":              {MinChunk: 8},
 		"chunk max over page":     {ChunkMax: 2 << 20},
 		"limit below a page":      {Limit: 1000},
+		"chunk max below min":     {PageSize: 64 << 10, MinChunk: 17, ChunkMax: 20},
 	} {
 		_, err := New(cfg)
 		require.Error(t, err, name)

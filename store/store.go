@@ -559,14 +559,17 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 			exp = s.realtime(o.VivifyExptime, now)
 			break
 		}
-		if o.CAS != 0 && o.CAS != oh.cas {
+		// With CAS off the item has no CAS to compare: memcached ignores
+		// the request's.
+		if o.CAS != 0 && s.useCAS && o.CAS != oh.cas {
 			return 0, ErrExists
 		}
 		compare = false
 		flags, exp = oh.flags, oh.exp
+		// memcached answers NOT_STORED when the combined item cannot be
+		// made, whether too large or out of memory.
 		if s.TooLarge(len(key), flags, oh.vlen+len(value)) {
-			s.tooLarge.Add(1)
-			return 0, ErrTooLarge
+			return 0, ErrNotStored
 		}
 	case modeApply:
 		if old != 0 && oh.cas >= o.NewCAS {
@@ -579,6 +582,11 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 		case old == 0:
 			sh.c.casMisses++
 			return 0, ErrNotFound
+		case !s.useCAS:
+			// memcached 1.6 with -C keeps no CAS to compare with: every
+			// compare on a present item fails.
+			s.lrus[s.slab.ClassOf(old)].casBadval.Add(1)
+			return 0, ErrExists
 		case oh.cas == o.CAS:
 			s.lrus[s.slab.ClassOf(old)].casHits.Add(1)
 		case o.Invalidate && o.CAS < oh.cas:
@@ -602,6 +610,9 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 	}
 	refs, l, own, err := s.newItem(sh, old, key, flags, vlen, exp, now, cas)
 	if err != nil {
+		if merge {
+			return 0, ErrNotStored
+		}
 		return 0, err
 	}
 	w := valueWriter{s: s, refs: refs, l: l}
@@ -776,6 +787,7 @@ func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
 	if o.Touch {
 		h.exp = s.realtime(o.Exptime, now)
 		s.setExp(r, h.exp)
+		it.h.exp = h.exp
 		it.TTL = ttl(h.exp, now)
 		s.lrus[s.slab.ClassOf(r)].touchHits.Add(1)
 	} else if !created {
@@ -975,6 +987,7 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 		}
 		s.setCAS(r, cas)
 		s.setExp(r, exp)
+		s.refresh(r, &h, now) // memcached's do_item_update
 		s.observe(r, now)
 		return ArithResult{Value: n, CAS: cas, TTL: ttl(exp, now)}, nil
 	}
