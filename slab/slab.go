@@ -476,13 +476,25 @@ func (a *Allocator) UsedChunks(cls int, p int32, dst []Ref) []Ref {
 }
 
 // Reassign moves one page from class src to class dst, emptying it first.
-// src -1 picks the class with the most pages. evict is called, with no
-// allocator lock held, for every chunk still allocated in the page; it must
-// free the chunk (or whatever owns it) unless the chunk was freed meanwhile,
-// and it may be called again for a chunk whose owner was replaced while it
-// ran. While the page is being emptied its chunks are not handed out again.
+// src -1 picks the class with the most pages; a source needs at least two
+// pages (memcached's NOSPARE rule). evict is called, with no allocator lock
+// held, for every chunk still allocated in the page; it must free the chunk
+// (or whatever owns it) unless the chunk was freed meanwhile, and it may be
+// called again for a chunk whose owner was replaced while it ran. It returns
+// false if the chunk cannot be freed now, which abandons the move (ErrBusy).
+// While the page is being emptied its chunks are not handed out again.
 // Reassign gives up with ErrBusy if the page is not empty after a second.
-func (a *Allocator) Reassign(src, dst int, evict func(Ref)) error {
+func (a *Allocator) Reassign(src, dst int, evict func(Ref) bool) error {
+	return a.move(src, dst, 2, evict)
+}
+
+// Steal is Reassign for a class that needs memory and has none to evict: it
+// may take the source's only page.
+func (a *Allocator) Steal(src, dst int, evict func(Ref) bool) error {
+	return a.move(src, dst, 1, evict)
+}
+
+func (a *Allocator) move(src, dst, minPages int, evict func(Ref) bool) error {
 	n := len(a.classes) - 1
 	if dst < 1 || dst > n || src < -1 || src == 0 || src > n {
 		return ErrBadClass
@@ -502,7 +514,7 @@ func (a *Allocator) Reassign(src, dst int, evict func(Ref)) error {
 	}
 	s := &a.classes[src]
 	s.mu.Lock()
-	if len(s.pages) < 2 {
+	if len(s.pages) < minPages {
 		s.mu.Unlock()
 		return ErrNoSpare
 	}
@@ -540,7 +552,10 @@ func (a *Allocator) Reassign(src, dst int, evict func(Ref)) error {
 			return ErrBusy
 		}
 		for _, r := range refs {
-			evict(r)
+			if !evict(r) {
+				a.restore(s, p)
+				return ErrBusy
+			}
 		}
 		time.Sleep(0) // let an owner that is filling a chunk finish
 	}

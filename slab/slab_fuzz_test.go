@@ -424,7 +424,7 @@ func (m *allocModel) reassign(a1, a2 byte, allocInEvict, freeMore bool) {
 	var extra Ref
 	grew := false
 	calls := 0
-	err := a.Reassign(arg1, dst, func(r Ref) {
+	err := a.Reassign(arg1, dst, func(r Ref) bool {
 		calls++
 		if !moving[r] {
 			t.Fatalf("evict(%#x): not an allocated chunk of the page being moved", uint32(r))
@@ -438,7 +438,7 @@ func (m *allocModel) reassign(a1, a2 byte, allocInEvict, freeMore bool) {
 			// Freed by an earlier callback after Reassign listed it: the
 			// owner is gone, nothing to do.
 			require.True(t, freed[r], "evict(%#x): never allocated", uint32(r))
-			return
+			return true
 		}
 		require.Equal(t, src, m.live[i].cls, "evict(%#x) of another class", uint32(r))
 		m.free(i)
@@ -461,6 +461,7 @@ func (m *allocModel) reassign(a1, a2 byte, allocInEvict, freeMore bool) {
 				}
 			}
 		}
+		return true
 	})
 	if wantErr != nil {
 		require.ErrorIs(t, err, wantErr, "Reassign(%d, %d)", arg1, dst)

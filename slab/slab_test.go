@@ -3,6 +3,7 @@ package slab
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -170,11 +171,12 @@ func TestReassign(t *testing.T) {
 	}
 	require.Equal(t, 16, a.Stats(src).Pages)
 	var evicted int
-	err := a.Reassign(src, dst, func(r Ref) {
+	err := a.Reassign(src, dst, func(r Ref) bool {
 		require.True(t, live[r])
 		delete(live, r)
 		a.Free(r)
 		evicted++
+		return true
 	})
 	require.NoError(t, err)
 	require.Equal(t, a.ChunksPerPage(src), evicted)
@@ -207,10 +209,32 @@ func TestReassignBusy(t *testing.T) {
 		}
 	}
 	before := a.Stats(src)
-	require.ErrorIs(t, a.Reassign(src, 1, func(Ref) {}), ErrBusy)
+	require.ErrorIs(t, a.Reassign(src, 1, func(Ref) bool { return true }), ErrBusy)
 	after := a.Stats(src)
 	require.Equal(t, before.Pages, after.Pages)
 	require.Equal(t, before.UsedChunks, after.UsedChunks)
 	_, ok := a.Alloc(src)
 	require.False(t, ok, "no chunk of the restored page may be free")
+
+	// An owner that cannot give its chunk up abandons the move at once.
+	start := time.Now()
+	require.ErrorIs(t, a.Reassign(src, 1, func(Ref) bool { return false }), ErrBusy)
+	require.Less(t, time.Since(start), 500*time.Millisecond)
+	require.Equal(t, before.Pages, a.Stats(src).Pages)
+}
+
+// TestSteal: Steal may take a class's only page; Reassign may not.
+func TestSteal(t *testing.T) {
+	a := newTestAllocator(t, Config{Limit: 1 << 20, PageSize: 64 << 10, MinChunk: 96, Factor: 1.25})
+	src, dst := a.ClassFor(100), a.ClassFor(5000)
+	r, ok := a.Alloc(src)
+	require.True(t, ok)
+	require.ErrorIs(t, a.Reassign(src, dst, nil), ErrNoSpare)
+	require.NoError(t, a.Steal(src, dst, func(got Ref) bool {
+		require.Equal(t, r, got)
+		a.Free(got)
+		return true
+	}))
+	require.Zero(t, a.Stats(src).Pages)
+	require.Equal(t, 1, a.Stats(dst).Pages)
 }

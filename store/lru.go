@@ -167,39 +167,71 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 	return false, false
 }
 
-// steal moves a page from the class with the most pages to cls, for a class
-// that needs memory and has nothing to evict. sh.mu is held by the caller and
-// items in sh are evicted without locking it again.
+// steal moves a page to cls, for a class that needs memory and has nothing
+// to evict: from the class with the most pages if one has two or more,
+// otherwise the only page of the class whose least recently used item is
+// the oldest. Without this a cache with many classes in use (170 with the
+// default growth factor, against 64 pages at -m 64) would refuse a new size
+// once every page is the only page of its class; memcached instead lets a
+// class take its first page past the limit, which would break the limit.
+// sh.mu is held by the caller; items in sh are evicted without locking it
+// again.
 func (s *Store) steal(sh *shard, cls int) bool {
-	err := s.slab.Reassign(-1, cls, func(r slab.Ref) { s.evictRef(r, sh) })
-	if err != nil {
+	src := s.stealSource(cls)
+	if src == 0 {
+		return false
+	}
+	if s.slab.Steal(src, cls, func(r slab.Ref) bool { return s.evictRef(r, sh) }) != nil {
 		return false
 	}
 	s.moves.Add(1)
 	return true
 }
 
+func (s *Store) stealSource(dst int) int {
+	now := s.now()
+	best, bestPages, bestAge := 0, 0, int64(-1)
+	for c := 1; c <= s.largest; c++ {
+		if c == dst {
+			continue
+		}
+		pages := s.slab.Stats(c).Pages
+		if pages == 0 || pages < bestPages {
+			continue
+		}
+		age := int64(s.tailAge(c, now))
+		if s.lruCount(c) == 0 {
+			age = 1 << 40 // an empty class gives its page up for nothing
+		}
+		if pages > bestPages || age > bestAge {
+			best, bestPages, bestAge = c, pages, age
+		}
+	}
+	return best
+}
+
 // evictRef frees whatever item owns chunk r, for emptying a page that is
 // being reassigned. The chunk's contents are read without a lock and may be
 // stale or half written; the owner is only freed after looking its key up
 // under the shard lock and finding exactly this item. held is a shard the
-// caller has locked already, or nil.
-func (s *Store) evictRef(r slab.Ref, held *shard) {
+// caller has locked already, or nil. It returns false only when the owner
+// is the item the caller's operation still needs, which must not be freed.
+func (s *Store) evictRef(r slab.Ref, held *shard) bool {
 	b := s.slab.Bytes(r, s.hdr)
 	if b[offBits]&bitRaw != 0 {
 		r = slab.Ref(u32(b, 0))
 		if r == 0 {
-			return
+			return true
 		}
 		b = s.slab.Bytes(r, s.hdr)
 	}
 	if b[offBits]&bitLinked == 0 {
-		return
+		return true
 	}
 	var kb [MaxKeyLen]byte
 	key, ok := s.racyKey(r, kb[:])
 	if !ok {
-		return
+		return true
 	}
 	hv := xxhash.Sum64(key)
 	vs := &s.shards[hv&shardMask]
@@ -207,13 +239,14 @@ func (s *Store) evictRef(r slab.Ref, held *shard) {
 		vs.mu.Lock()
 		defer vs.mu.Unlock()
 	} else if r == vs.pin {
-		return
+		return false
 	}
 	slot, found := s.find(vs, key, uint32(hv>>32))
 	if found != r {
-		return
+		return true
 	}
 	h := s.readHead(r)
 	s.remove(vs, slot, r, &h)
 	s.moveEvict.Add(1)
+	return true
 }

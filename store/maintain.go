@@ -136,7 +136,7 @@ func (s *Store) racyKey(r slab.Ref, buf []byte) ([]byte, bool) {
 // Reassign moves a page from class src (-1: the class with most pages) to
 // dst, evicting the items on it (memcached's "slabs reassign").
 func (s *Store) Reassign(src, dst int) error {
-	err := s.slab.Reassign(src, dst, func(r slab.Ref) { s.evictRef(r, nil) })
+	err := s.slab.Reassign(src, dst, func(r slab.Ref) bool { return s.evictRef(r, nil) })
 	if err == nil {
 		s.moves.Add(1)
 	}

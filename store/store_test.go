@@ -387,3 +387,26 @@ func TestMaxItemSize128MiB(t *testing.T) {
 		require.Zero(t, c.UsedChunks, "class %d", c.Class)
 	}
 }
+
+// TestMoreClassesThanPages: with the default growth factor there are far
+// more classes than pages at a small limit (170 against 8 here). Every new
+// size must still be stored, by taking the only page of the class with the
+// oldest items, and memory stays within the limit.
+func TestMoreClassesThanPages(t *testing.T) {
+	clk := NewClock()
+	s := newTestStore(t, Config{MemoryLimit: 8 << 20, Clock: clk})
+	sizes := 0
+	for n := 8.0; n < 400_000; n *= 1.05 {
+		v := bytes.Repeat([]byte("s"), int(n))
+		_, err := s.Set([]byte(fmt.Sprintf("k%d", int(n))), v, SetOptions{})
+		require.NoError(t, err, "value of %d bytes", int(n))
+		got, err := getValue(s, fmt.Sprintf("k%d", int(n)))
+		require.NoError(t, err)
+		require.Equal(t, v, got)
+		require.LessOrEqual(t, s.Stats().TotalMalloced, int64(8<<20))
+		sizes++
+		clk.Advance(1)
+	}
+	require.Greater(t, sizes, 100)
+	require.Positive(t, s.Stats().SlabsMoved)
+}
