@@ -86,12 +86,17 @@ func (s *Store) allocChunk(sh *shard, cls int, now uint32) (r slab.Ref, own bool
 			continue
 		}
 		// Nothing evictable here: an empty class (its first page), or a
-		// class whose items are all in use. Take a page from the biggest
-		// class, unless evictions are off (-M): that would evict too.
-		if steals < 3 && !s.cfg.NoEvict {
+		// class whose items are all in use. Take a page from another class,
+		// unless evictions are off (-M): that would evict too. Another
+		// goroutine may be moving a page right now: wait for it a little.
+		if steals < 100 && !s.cfg.NoEvict {
 			steals++
-			if s.steal(sh, cls) {
+			switch err := s.steal(sh, cls); err {
+			case nil:
 				own = true
+				continue
+			case slab.ErrBusy:
+				runtime.Gosched()
 				continue
 			}
 		}
@@ -176,16 +181,16 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 // class take its first page past the limit, which would break the limit.
 // sh.mu is held by the caller; items in sh are evicted without locking it
 // again.
-func (s *Store) steal(sh *shard, cls int) bool {
+func (s *Store) steal(sh *shard, cls int) error {
 	src := s.stealSource(cls)
 	if src == 0 {
-		return false
+		return slab.ErrNoSpare
 	}
-	if s.slab.Steal(src, cls, func(r slab.Ref) bool { return s.evictRef(r, sh) }) != nil {
-		return false
+	if err := s.slab.Steal(src, cls, func(r slab.Ref) bool { return s.evictRef(r, sh) }); err != nil {
+		return err
 	}
 	s.moves.Add(1)
-	return true
+	return nil
 }
 
 func (s *Store) stealSource(dst int) int {

@@ -166,3 +166,6 @@ func (s *Store) CountTooLarge() { s.tooLarge.Add(1) }
 
 // SetAutomove turns the background page moves on or off ("slabs automove").
 func (s *Store) SetAutomove(on bool) { s.noAutomove.Store(!on) }
+
+// ChunkMax is the size of the largest slab chunk; larger items are chained.
+func (s *Store) ChunkMax() int { return s.chunkMax }

@@ -88,7 +88,8 @@ type Config struct {
 	// GrowthFactor between slab classes (-f). Default 1.05: finer than
 	// memcached's 1.25, so a chunk wastes at most 5% (1.25 wastes up to 20%).
 	GrowthFactor float64
-	// PageSize of slab pages in bytes. Default 1 MiB.
+	// PageSize of slab pages in bytes. Default 1 MiB, halved (down to
+	// 64 KiB) while the memory limit would hold fewer than 512 pages.
 	PageSize int
 	// ChunkMax is the largest chunk in bytes (-o slab_chunk_max); larger
 	// items are chained. At most PageSize and below 16 MiB. Default PageSize/2.
@@ -182,7 +183,7 @@ func New(cfg Config) (*Store, error) {
 		cfg.GrowthFactor = 1.05
 	}
 	if cfg.PageSize == 0 {
-		cfg.PageSize = slab.DefaultPageSize
+		cfg.PageSize = defaultPageSize(cfg.MemoryLimit, cfg.ChunkMax)
 	}
 	if cfg.ChunkMax == 0 {
 		cfg.ChunkMax = cfg.PageSize / 2
@@ -223,6 +224,23 @@ func New(cfg Config) (*Store, error) {
 	s.shards = make([]shard, nShards)
 	s.lrus = make([]lru, s.largest+1)
 	return s, nil
+}
+
+// minPages is the fewest pages the default page size allows: a page belongs
+// to one class at a time, and with the default growth factor about 170
+// classes may want one each. 512 pages leave every class room without
+// stealing pages from each other while the cache is far from full.
+const minPages = 512
+
+// defaultPageSize is 1 MiB, memcached's page, unless the limit would then
+// hold fewer than minPages pages: halved down to 64 KiB, and never below the
+// largest chunk.
+func defaultPageSize(limit int64, chunkMax int) int {
+	ps := slab.DefaultPageSize
+	for ps > 64<<10 && limit/int64(ps) < minPages && ps/2 >= chunkMax {
+		ps /= 2
+	}
+	return ps
 }
 
 // Close releases the slab memory. No method may be called during or after it.

@@ -388,13 +388,13 @@ func TestMaxItemSize128MiB(t *testing.T) {
 	}
 }
 
-// TestMoreClassesThanPages: with the default growth factor there are far
-// more classes than pages at a small limit (170 against 8 here). Every new
-// size must still be stored, by taking the only page of the class with the
-// oldest items, and memory stays within the limit.
+// TestMoreClassesThanPages: with 1 MiB pages and the default growth factor
+// there are far more classes than pages at a small limit (170 against 8
+// here). Every new size must still be stored, by taking the only page of
+// the class with the oldest items, and memory stays within the limit.
 func TestMoreClassesThanPages(t *testing.T) {
 	clk := NewClock()
-	s := newTestStore(t, Config{MemoryLimit: 8 << 20, Clock: clk})
+	s := newTestStore(t, Config{MemoryLimit: 8 << 20, PageSize: 1 << 20, Clock: clk})
 	sizes := 0
 	for n := 8.0; n < 400_000; n *= 1.05 {
 		v := bytes.Repeat([]byte("s"), int(n))
@@ -409,4 +409,21 @@ func TestMoreClassesThanPages(t *testing.T) {
 	}
 	require.Greater(t, sizes, 100)
 	require.Positive(t, s.Stats().SlabsMoved)
+}
+
+func TestDefaultPageSize(t *testing.T) {
+	for _, tc := range []struct {
+		limit    int64
+		chunkMax int
+		page     int
+	}{
+		{8 << 20, 0, 64 << 10},
+		{64 << 20, 0, 128 << 10},
+		{256 << 20, 0, 512 << 10},
+		{512 << 20, 0, 1 << 20},
+		{64 << 30, 0, 1 << 20},
+		{64 << 20, 512 << 10, 512 << 10}, // never below the largest chunk
+	} {
+		require.Equal(t, tc.page, defaultPageSize(tc.limit, tc.chunkMax), "limit %d chunk max %d", tc.limit, tc.chunkMax)
+	}
 }

@@ -366,7 +366,7 @@ func expandConfig(args []string) ([]string, string, error) {
 }
 
 // settings are the lines of "stats settings", in memcached 1.6.18's order.
-func (o *options) settings() [][2]string {
+func (o *options) settings(chunkMax int) [][2]string {
 	yn := func(b bool) string {
 		if b {
 			return "yes"
@@ -382,10 +382,6 @@ func (o *options) settings() [][2]string {
 		socket = o.unixSocket
 	}
 	proto := map[string]string{"auto": "auto-negotiate", "ascii": "ascii", "binary": "binary"}[o.protocol]
-	chunkMax := o.chunkMax
-	if chunkMax == 0 {
-		chunkMax = 512 << 10
-	}
 	i := strconv.Itoa
 	return [][2]string{
 		{"maxbytes", strconv.FormatInt(o.memory, 10)}, {"maxconns", i(o.maxConns)},

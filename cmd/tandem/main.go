@@ -108,7 +108,7 @@ func serve(o *options, stderr io.Writer) int {
 		DisableFlush:   o.disableFlush,
 		Verbosity:      o.verbose,
 		Log:            stderr,
-		Settings:       o.settings(),
+		Settings:       o.settings(st.ChunkMax()),
 		Threads:        o.threads,
 		OnShutdown:     func(graceful bool) { stop <- graceful },
 	}, st)
