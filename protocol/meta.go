@@ -44,6 +44,7 @@ var (
 	ErrMetaInitial    = &ErrorReply{Reply: "CLIENT_ERROR invalid numeric initial value"}
 	ErrMetaDelta      = &ErrorReply{Reply: "CLIENT_ERROR invalid numeric delta value"}
 	ErrMetaTooLong    = &ErrorReply{Reply: "CLIENT_ERROR options flags are too long"}
+	ErrMetaSetTooLong = &ErrorReply{Reply: "CLIENT_ERROR options flags too long"} // ms says it without "are"
 	ErrMetaOpaque     = &ErrorReply{Reply: "CLIENT_ERROR opaque token too long"}
 	ErrMetaSetMode    = &ErrorReply{Reply: "CLIENT_ERROR invalid mode for ms M token"}
 	ErrMetaArithMode  = &ErrorReply{Reply: "CLIENT_ERROR invalid mode for ma M token"}
@@ -72,9 +73,6 @@ func parseMeta(line []byte, r *Request) error {
 		return ErrUnknown
 	}
 	if len(t) < 2 {
-		if r.Cmd == CmdMetaSet {
-			return ErrFormat
-		}
 		return ErrUnknown
 	}
 	if len(t[1]) > MaxKeyLen {
@@ -87,7 +85,7 @@ func parseMeta(line []byte, r *Request) error {
 			return ErrFormat
 		}
 		if len(t) > maxMetaTokens {
-			return ErrMetaTooLong
+			return ErrMetaSetTooLong
 		}
 		vlen, ok := parseInt32(t[2])
 		if !ok || vlen < 0 || vlen > 1<<31-1-2 {
@@ -121,7 +119,7 @@ func parseMeta(line []byte, r *Request) error {
 	}
 	if r.Cmd == CmdMetaArith {
 		switch r.Meta.Mode {
-		case 0, 'I', 'i', '+', 'D', 'd', '-':
+		case 0, 'I', '+', 'D', '-': // 1.6.18 refuses lower case
 		default:
 			return ErrMetaArithMode
 		}
@@ -178,7 +176,7 @@ func (m *Meta) preparse(r *Request, flags [][]byte) *ErrorReply {
 		case 'F':
 			v, ok := parseUint32(arg)
 			if !ok {
-				err = ErrMetaBadToken
+				err = ErrFormat
 			}
 			m.Flags32 = v
 		case 'C':
@@ -235,7 +233,7 @@ func parseMetaDebug(r *Request, t [][]byte) error {
 	if len(t) >= 3 && string(t[2]) == "b" {
 		n, err := base64.StdEncoding.Decode(r.Meta.keyBuf[:], t[1])
 		if err != nil || n == 0 {
-			return ErrMetaKeyDecode
+			return ErrFormat // me says so, unlike the other meta commands
 		}
 		r.Key = r.Meta.keyBuf[:n]
 		r.Meta.Base64 = true

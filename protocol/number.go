@@ -50,6 +50,12 @@ func ParseUint64(b []byte) (uint64, bool) {
 	return n, true
 }
 
+// ParseUint32 is memcached's safe_strtoul, for the server's own commands.
+func ParseUint32(b []byte) (uint32, bool) { return parseUint32(b) }
+
+// ParseInt32 is memcached's safe_strtol.
+func ParseInt32(b []byte) (int32, bool) { return parseInt32(b) }
+
 // parseUint32 is safe_strtoul on a 64-bit system: parsed as 64 bits, then
 // truncated to 32 (so flags 4294967296 are stored as 0, as in memcached).
 func parseUint32(b []byte) (uint32, bool) {

@@ -61,6 +61,8 @@ const (
 	// the connection is closed, unless it is a get or gets (memcached's
 	// 2048-byte rule: any other command that long is garbage).
 	MaxLine = 2048
+	// maxRead is memcached's READ_BUFFER_SIZE.
+	maxRead = 16384
 	// maxTokens is memcached's MAX_TOKENS: a line is split into at most 23
 	// tokens and the rest kept as one; longer get lines are split further.
 	maxTokens = 24
@@ -137,6 +139,15 @@ func Parse(buf []byte, r *Request) (n int, err error) {
 	line := buf[:nl]
 	if len(line) > 1 && line[len(line)-1] == '\r' {
 		line = line[:len(line)-1]
+	}
+	// memcached reads at most maxRead bytes at a time and closes when a
+	// whole read holds no newline, unless the line is a get.
+	if len(line) > maxRead && !isLongGet(line) {
+		return nl + 1, ErrLineTooLong
+	}
+	// memcached handles the line as a C string: a NUL ends it.
+	if i := bytes.IndexByte(line, 0); i >= 0 {
+		line = line[:i]
 	}
 	return nl + 1, parseLine(line, r)
 }
@@ -385,15 +396,7 @@ func parseRetrieval(line []byte, r *Request) error {
 			return ErrExptime
 		}
 		r.Exptime = int64(e)
-		t = t[1:]
-		if len(t) == 0 {
-			return ErrUnknown
-		}
-	}
-	for _, k := range t {
-		if len(k) > MaxKeyLen {
-			return ErrFormat
-		}
+		t = t[1:] // "gat 100" with no key answers END, as memcached
 	}
 	r.Keys = append(r.Keys, t...)
 	return nil

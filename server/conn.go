@@ -179,6 +179,11 @@ func (c *conn) replyError(err error) {
 		c.closing = true
 		return
 	}
+	if c.req.Cmd == protocol.CmdFlushAll && c.s.cfg.DisableFlush {
+		// memcached checks -F before the arguments.
+		c.out = protocol.AppendLine(c.out, "CLIENT_ERROR flush_all not allowed")
+		return
+	}
 	// memcached decides noreply before checking the rest of a line, so a
 	// malformed line ending in noreply gets no answer either.
 	if !c.req.NoReply {

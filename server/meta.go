@@ -11,14 +11,26 @@ import (
 // Meta replies echo the return flags in the order the request gave them,
 // each after a space; memcached 1.6.18 was probed for every shape used here.
 
-// appendKeyFlag appends " k<key>", re-encoded and followed by " b" when the
-// request's key was base64.
+// appendKeyFlag appends " k<key>" for a miss or failure: the key as sent,
+// followed by " b" when it was base64.
 func (c *conn) appendKeyFlag(m *protocol.Meta) {
 	c.out = append(c.out, " k"...)
 	c.out = append(c.out, m.RawKey...)
 	if m.Base64 {
 		c.out = append(c.out, " b"...)
 	}
+}
+
+// appendItemKey appends " k<key>" for a hit, as memcached: the stored key,
+// base64-encoded and followed by " b" only if it was stored with b.
+func (c *conn) appendItemKey(it store.Item) {
+	c.out = append(c.out, " k"...)
+	if it.BinaryKey() {
+		c.out = base64.StdEncoding.AppendEncode(c.out, it.Key())
+		c.out = append(c.out, " b"...)
+		return
+	}
+	c.out = append(c.out, it.Key()...)
 }
 
 // appendOpaqueKey appends the O and k flags, the only ones echoed on
@@ -64,17 +76,21 @@ func (c *conn) appendMetaHit(it store.Item) {
 	} else {
 		c.out = append(c.out, "HD"...)
 	}
-	touched := false // a t before T reports the TTL before the touch
+	// memcached applies T (and N to an item it just made) in flag order: a
+	// t before them reports the TTL before.
+	touched := false
 	for _, f := range m.Flags {
 		switch f[0] {
 		case 'T':
 			touched = true
+		case 'N':
+			touched = touched || it.Created
 		case 's':
 			c.out = append(c.out, " s"...)
 			c.out = strconv.AppendInt(c.out, int64(it.Len()), 10)
 		case 't':
 			ttl := it.TTL
-			if m.HasTTL && !touched {
+			if (m.HasTTL || it.Created) && !touched {
 				ttl = it.PrevTTL
 			}
 			c.out = append(c.out, " t"...)
@@ -98,7 +114,7 @@ func (c *conn) appendMetaHit(it store.Item) {
 			c.out = append(c.out, ' ')
 			c.out = append(c.out, f...)
 		case 'k':
-			c.appendKeyFlag(m)
+			c.appendItemKey(it)
 		}
 	}
 	if it.TokenSent {
@@ -120,7 +136,7 @@ func (c *conn) appendMetaHit(it store.Item) {
 func (c *conn) metaSet(value []byte) {
 	r := &c.req
 	m := &r.Meta
-	o := store.SetOptions{Flags: m.Flags32, Invalidate: m.Invalidate}
+	o := store.SetOptions{Flags: m.Flags32, Invalidate: m.Invalidate, BinaryKey: m.Base64}
 	if m.HasTTL {
 		o.Exptime = m.TTL
 	}
@@ -140,9 +156,8 @@ func (c *conn) metaSet(value []byte) {
 			o.Mode = store.ModeCAS
 		}
 	}
-	if m.Vivify && (o.Mode == store.ModeAppend || o.Mode == store.ModePrepend) {
-		o.Vivify, o.VivifyExptime = true, m.VivifyTTL
-	}
+	// ms N (autovivify on append) is documented, but memcached 1.6.18
+	// answers NS: so does Tandem.
 	cas, err := c.s.store.Set(r.Key, value, o)
 	var code string
 	switch err {
@@ -273,7 +288,7 @@ func (c *conn) metaDebug() {
 	_ = c.s.store.Get(r.Key, store.GetOptions{Peek: true}, func(it store.Item) {
 		found = true
 		c.out = append(c.out, "ME "...)
-		if r.Meta.Base64 {
+		if it.BinaryKey() {
 			c.out = base64.StdEncoding.AppendEncode(c.out, it.Key())
 		} else {
 			c.out = append(c.out, it.Key()...)

@@ -44,6 +44,12 @@ type Config struct {
 	EnableShutdown bool
 	// DisableFlush refuses flush_all (-F).
 	DisableFlush bool
+	// DisableDumping refuses stats cachedump and lru_crawler metadump (-X).
+	DisableDumping bool
+	// DisableWatch refuses watch (-W).
+	DisableWatch bool
+	// NoSlabReassign refuses slabs reassign (-o no_slab_reassign).
+	NoSlabReassign bool
 	// Verbosity is memcached's -v level: 1 errors, 2 also each command.
 	Verbosity int
 	// Log receives verbose output. Default os.Stderr.
@@ -73,6 +79,7 @@ type Server struct {
 	bytesRead, bytesWritten         atomic.Uint64
 	connYields, cmdMeta             atomic.Uint64
 	verbosity                       atomic.Int32
+	crawlerOff                      atomic.Bool // lru_crawler disable
 }
 
 // New prepares a server over st and opens its listeners.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tandemcache/tandem/protocol"
+	"github.com/tandemcache/tandem/store"
 )
 
 // stats answers "stats" and its groups with the fields memcached 1.6.18
@@ -42,8 +43,11 @@ func (c *conn) stats() {
 		c.s.connYields.Store(0)
 		c.out = protocol.AppendLine(c.out, "RESET")
 		return
+	case "cachedump":
+		c.cachedump()
+		return
 	case "detail":
-		if len(a) == 2 {
+		if len(a) >= 2 {
 			switch string(a[1]) {
 			case "on", "off":
 				c.out = protocol.AppendLine(c.out, "OK")
@@ -275,4 +279,45 @@ func addrString(network, addr string) string {
 		return "unix:" + addr
 	}
 	return "tcp:" + addr
+}
+
+// cachedump answers "stats cachedump <class> <limit>": an ITEM line per
+// item of the class, most recently used first, as memcached (an item that
+// never expires shows the server's start time).
+func (c *conn) cachedump() {
+	a := c.req.Args
+	switch {
+	case c.s.cfg.DisableDumping:
+		c.out = protocol.AppendLine(c.out, "CLIENT_ERROR stats cachedump not allowed")
+		return
+	case len(a) < 3:
+		c.out = protocol.AppendLine(c.out, "CLIENT_ERROR bad command line")
+		return
+	}
+	cls, ok1 := protocol.ParseUint32(a[1])
+	limit, ok2 := protocol.ParseUint32(a[2])
+	switch {
+	case !ok1 || !ok2:
+		c.out = protocol.AppendLine(c.out, protocol.ErrFormat.Reply)
+		return
+	case int(cls) > c.s.store.NumClasses():
+		c.out = protocol.AppendLine(c.out, "CLIENT_ERROR Illegal slab id")
+		return
+	}
+	started := c.s.store.Started()
+	c.s.store.Dump(int(cls), int(limit), func(e store.DumpEntry) bool {
+		c.out = append(c.out, "ITEM "...)
+		c.out = append(c.out, e.Key...)
+		c.out = append(c.out, " ["...)
+		c.out = strconv.AppendInt(c.out, int64(e.Len), 10)
+		c.out = append(c.out, " b; "...)
+		exp := e.Exptime
+		if exp == 0 {
+			exp = started
+		}
+		c.out = strconv.AppendInt(c.out, exp, 10)
+		c.out = append(c.out, " s]\r\n"...)
+		return true
+	})
+	c.out = append(c.out, "END\r\n"...)
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"strconv"
 
 	"github.com/tandemcache/tandem/protocol"
@@ -38,8 +39,11 @@ func (c *conn) dispatch() {
 	case protocol.CmdVersion:
 		c.reply("VERSION " + Version)
 	case protocol.CmdVerbosity:
-		// memcached reads the level with strtoul and ignores garbage.
-		n, _ := strconv.Atoi(string(r.Args[0]))
+		n, ok := protocol.ParseUint32(r.Args[0])
+		if !ok {
+			c.reply(protocol.ErrFormat.Reply)
+			return
+		}
 		c.s.verbosity.Store(int32(n))
 		c.reply("OK")
 	case protocol.CmdQuit:
@@ -54,9 +58,14 @@ func (c *conn) dispatch() {
 		c.slabs()
 	case protocol.CmdLruCrawler:
 		c.lruCrawler()
-	case protocol.CmdLru, protocol.CmdWatch:
-		// Not implemented: memcached answers ERROR to forms it does not
-		// know, and clients treat these as optional.
+	case protocol.CmdLru:
+		c.lru()
+	case protocol.CmdWatch:
+		if c.s.cfg.DisableWatch {
+			c.reply("CLIENT_ERROR watch commands not allowed")
+			return
+		}
+		// Not implemented yet: there is no log stream to watch.
 		c.reply("ERROR")
 	case protocol.CmdMetaNoop, protocol.CmdMetaGet, protocol.CmdMetaDelete,
 		protocol.CmdMetaArith, protocol.CmdMetaDebug:
@@ -94,11 +103,14 @@ func (c *conn) retrieve() {
 	if r.Cmd == protocol.CmdGat || r.Cmd == protocol.CmdGats {
 		opts.Touch, opts.Exptime = true, r.Exptime
 	}
+	mark := len(c.out)
 	for _, k := range r.Keys {
 		if len(k) > protocol.MaxKeyLen {
-			// memcached stops at the bad key: the values before it stay,
-			// and no END follows.
-			c.out = protocol.AppendLine(c.out, protocol.ErrFormat.Reply)
+			// The whole get fails, as in memcached: the values found
+			// before the bad key are dropped and no END follows.
+			// (memcached also drops the unsent replies of earlier
+			// pipelined commands; Tandem keeps those.)
+			c.out = protocol.AppendLine(c.out[:mark], protocol.ErrFormat.Reply)
 			return
 		}
 		_ = c.s.store.Get(k, opts, c.hit)
@@ -205,10 +217,14 @@ func (c *conn) slabs() {
 	a := c.req.Args
 	switch {
 	case len(a) == 3 && string(a[0]) == "reassign":
-		src, ok1 := strconv.Atoi(string(a[1]))
-		dst, ok2 := strconv.Atoi(string(a[2]))
-		if ok1 != nil || ok2 != nil {
-			c.reply("ERROR")
+		if c.s.cfg.NoSlabReassign {
+			c.reply("CLIENT_ERROR slab reassignment disabled")
+			return
+		}
+		src, ok1 := parseClassID(a[1])
+		dst, ok2 := parseClassID(a[2])
+		if !ok1 || !ok2 {
+			c.reply(protocol.ErrFormat.Reply)
 			return
 		}
 		switch c.s.store.Reassign(src, dst) {
@@ -224,11 +240,14 @@ func (c *conn) slabs() {
 			c.reply("SAME src and dst class are identical")
 		}
 	case len(a) == 2 && string(a[0]) == "automove":
-		switch string(a[1]) {
-		case "0":
+		n, ok := protocol.ParseUint32(a[1])
+		switch {
+		case !ok:
+			c.reply(protocol.ErrFormat.Reply)
+		case n == 0:
 			c.s.store.SetAutomove(false)
 			c.reply("OK")
-		case "1", "2":
+		case n <= 2:
 			c.s.store.SetAutomove(true)
 			c.reply("OK")
 		default:
@@ -239,33 +258,184 @@ func (c *conn) slabs() {
 	}
 }
 
-func (c *conn) lruCrawler() {
+// parseClassID reads a class id as memcached's strtol: -1 means any.
+func parseClassID(b []byte) (int, bool) {
+	n, err := strconv.Atoi(string(b))
+	return n, err == nil
+}
+
+// lru answers memcached's LRU tuning commands. Tandem's LRU is flat, so
+// valid settings are accepted and have no effect.
+func (c *conn) lru() {
 	a := c.req.Args
-	if len(a) == 0 {
-		c.reply("ERROR")
-		return
-	}
-	switch string(a[0]) {
-	case "crawl":
-		if len(a) != 2 {
+	switch {
+	case len(a) >= 5 && string(a[0]) == "tune":
+		hot, ok1 := protocol.ParseUint32(a[1])
+		warm, ok2 := protocol.ParseUint32(a[2])
+		hotF, err3 := strconv.ParseFloat(string(a[3]), 64)
+		warmF, err4 := strconv.ParseFloat(string(a[4]), 64)
+		switch {
+		case !ok1 || !ok2 || err3 != nil || err4 != nil:
 			c.reply("ERROR")
-			return
+		case hot+warm > 80:
+			c.reply("ERROR hot and warm pcts must not exceed 80")
+		case hotF <= 0 || warmF <= 0:
+			c.reply("ERROR hot/warm age factors must be greater than 0")
+		default:
+			c.reply("OK")
 		}
-		go c.s.store.Crawl()
-		c.reply("OK")
-	case "enable", "disable":
-		c.reply("OK")
-	case "sleep", "tocrawl":
-		if len(a) != 2 {
+	case len(a) >= 2 && string(a[0]) == "mode":
+		switch string(a[1]) {
+		case "flat", "segmented":
+			c.reply("OK")
+		default:
 			c.reply("ERROR")
-			return
 		}
-		if _, ok := protocol.ParseUint64(a[1]); !ok {
-			c.reply("CLIENT_ERROR bad command line format")
+	case len(a) >= 2 && string(a[0]) == "temp_ttl":
+		if _, ok := protocol.ParseInt32(a[1]); !ok {
+			c.reply("ERROR")
 			return
 		}
 		c.reply("OK")
 	default:
 		c.reply("ERROR")
 	}
+}
+
+func (c *conn) lruCrawler() {
+	a := c.req.Args
+	switch {
+	case len(a) == 2 && string(a[0]) == "crawl":
+		if c.s.crawlerOff.Load() {
+			c.reply("CLIENT_ERROR lru crawler disabled")
+			return
+		}
+		if _, ok := c.crawlClasses(a[1]); !ok {
+			c.reply("BADCLASS invalid class id")
+			return
+		}
+		go c.s.store.Crawl()
+		c.reply("OK")
+	case len(a) == 2 && string(a[0]) == "metadump":
+		c.metadump(a[1])
+	case len(a) == 2 && string(a[0]) == "tocrawl":
+		if _, ok := protocol.ParseUint32(a[1]); !ok {
+			c.reply(protocol.ErrFormat.Reply)
+			return
+		}
+		c.reply("OK")
+	case len(a) == 2 && string(a[0]) == "sleep":
+		n, ok := protocol.ParseUint32(a[1])
+		switch {
+		case !ok:
+			c.reply(protocol.ErrFormat.Reply)
+		case n > 1000000:
+			c.reply("CLIENT_ERROR sleep must be one second or less")
+		default:
+			c.reply("OK")
+		}
+	case len(a) == 1 && string(a[0]) == "enable":
+		// As memcached: starting a crawler that runs fails.
+		if !c.s.crawlerOff.CompareAndSwap(true, false) {
+			c.reply("ERROR failed to start lru crawler thread")
+			return
+		}
+		c.reply("OK")
+	case len(a) == 1 && string(a[0]) == "disable":
+		if !c.s.crawlerOff.CompareAndSwap(false, true) {
+			c.reply("ERROR failed to stop lru crawler thread")
+			return
+		}
+		c.reply("OK")
+	default:
+		c.reply("ERROR")
+	}
+}
+
+// crawlClasses reads "all" or a comma list of class ids.
+func (c *conn) crawlClasses(arg []byte) ([]int, bool) {
+	n := c.s.store.NumClasses()
+	if string(arg) == "all" {
+		ids := make([]int, n)
+		for i := range ids {
+			ids[i] = i + 1
+		}
+		return ids, true
+	}
+	var ids []int
+	for _, f := range bytes.Split(arg, []byte(",")) {
+		id, ok := protocol.ParseUint32(f)
+		if !ok || id < 1 || int(id) > n {
+			return nil, false
+		}
+		ids = append(ids, int(id))
+	}
+	return ids, true
+}
+
+// metadump answers "lru_crawler metadump": a line per item, as memcached's
+// crawler writes them (ending in a bare newline), then END.
+func (c *conn) metadump(arg []byte) {
+	switch {
+	case c.s.crawlerOff.Load():
+		c.reply("CLIENT_ERROR lru crawler disabled")
+		return
+	case c.s.cfg.DisableDumping:
+		c.reply("ERROR metadump not allowed")
+		return
+	case len(c.out) > 0:
+		c.reply("ERROR cannot pipeline other commands before metadump")
+		return
+	}
+	ids, ok := c.crawlClasses(arg)
+	if !ok {
+		c.reply("BADCLASS invalid class id")
+		return
+	}
+	for _, cls := range ids {
+		c.s.store.Dump(cls, 0, func(e store.DumpEntry) bool {
+			c.out = append(c.out, "key="...)
+			c.out = appendURIEncoded(c.out, e.Key)
+			c.out = append(c.out, " exp="...)
+			if e.Exptime == 0 {
+				c.out = append(c.out, "-1"...)
+			} else {
+				c.out = strconv.AppendInt(c.out, e.Exptime, 10)
+			}
+			c.out = append(c.out, " la="...)
+			c.out = strconv.AppendInt(c.out, e.LastAccess, 10)
+			c.out = append(c.out, " cas="...)
+			c.out = strconv.AppendUint(c.out, e.CAS, 10)
+			if e.Fetched {
+				c.out = append(c.out, " fetch=yes"...)
+			} else {
+				c.out = append(c.out, " fetch=no"...)
+			}
+			c.out = append(c.out, " cls="...)
+			c.out = strconv.AppendInt(c.out, int64(e.Class), 10)
+			c.out = append(c.out, " size="...)
+			c.out = strconv.AppendInt(c.out, int64(e.Size), 10)
+			c.out = append(c.out, '\n')
+			if len(c.out) >= flushAt {
+				c.flush()
+			}
+			return true
+		})
+	}
+	c.out = append(c.out, "END\r\n"...)
+}
+
+// appendURIEncoded percent-encodes all but unreserved characters, as
+// memcached's uriencode.
+func appendURIEncoded(dst, key []byte) []byte {
+	const hex = "0123456789ABCDEF"
+	for _, b := range key {
+		switch {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9', b == '-', b == '.', b == '_', b == '~':
+			dst = append(dst, b)
+		default:
+			dst = append(dst, '%', hex[b>>4], hex[b&15])
+		}
+	}
+	return dst
 }

@@ -49,6 +49,7 @@ const (
 	bitTokenSent = 1 << 3 // a recache win token (W) was handed out
 	bitChained   = 1 << 4
 	bitLinked    = 1 << 5 // in the index and LRU
+	bitBinaryKey = 1 << 6 // stored with a base64 key (meta b): shown encoded
 	bitRaw       = 1 << 7 // a non-head chunk of a chained item
 )
 

@@ -1,5 +1,7 @@
 package store
 
+import "github.com/tandemcache/tandem/slab"
+
 // Stats are the store's counters, named after the fields of memcached's
 // "stats" that they feed.
 type Stats struct {
@@ -169,3 +171,47 @@ func (s *Store) SetAutomove(on bool) { s.noAutomove.Store(!on) }
 
 // ChunkMax is the size of the largest slab chunk; larger items are chained.
 func (s *Store) ChunkMax() int { return s.chunkMax }
+
+// DumpEntry describes one item for "stats cachedump" and "lru_crawler
+// metadump".
+type DumpEntry struct {
+	Key        []byte // aliases slab memory: valid only during the callback
+	BinaryKey  bool
+	Len        int   // value length
+	Exptime    int64 // unix seconds, 0 for never
+	LastAccess int64 // unix seconds of the last store or bump
+	CAS        uint64
+	Fetched    bool
+	Class      int
+	Size       int // memcached's size for the item
+}
+
+// Dump calls fn for the items of class cls, most recently used first, at
+// most limit of them (0: all), until fn returns false. It holds the class's
+// LRU lock throughout, so it suits diagnostics, not the request path; item
+// fields other than the key may be a moment out of date.
+func (s *Store) Dump(cls, limit int, fn func(DumpEntry) bool) {
+	if cls < 1 || cls > s.largest {
+		return
+	}
+	l := &s.lrus[cls]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for r := l.head; r != 0 && (limit == 0 || n < limit); n++ {
+		h := s.readHead(r)
+		key := s.slab.Bytes(r, h.keyOff+h.klen)[h.keyOff:]
+		if !fn(DumpEntry{
+			Key: key, BinaryKey: h.bits&bitBinaryKey != 0, Len: h.vlen,
+			Exptime: s.unix(h.exp), LastAccess: s.unix(h.time), CAS: h.cas,
+			Fetched: h.bits&bitFetched != 0, Class: cls,
+			Size: s.MemcachedSize(h.klen, h.flags, h.vlen),
+		}) {
+			return
+		}
+		r = slab.Ref(u32(s.slab.Bytes(r, 8), offNext))
+	}
+}
+
+// Started is the unix time of store second 0 (memcached's process_started).
+func (s *Store) Started() int64 { return s.epoch }

@@ -512,6 +512,9 @@ type SetOptions struct {
 	// value as it is, with VivifyExptime.
 	Vivify        bool
 	VivifyExptime int64
+	// BinaryKey records that the client sent the key base64-encoded (meta
+	// b), so that replies echo it encoded (Item.BinaryKey).
+	BinaryKey bool
 }
 
 // Mode is what Set does depending on whether the key is present.
@@ -647,6 +650,9 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 	if stale {
 		s.setBits(refs[0], bitStale|tokenBits, 0)
 	}
+	if o.BinaryKey {
+		s.setBits(refs[0], bitBinaryKey, 0)
+	}
 	if own && old != 0 {
 		slot = s.findRef(sh, h32, old)
 	}
@@ -712,6 +718,9 @@ func ttl(exp, now uint32) int64 {
 	}
 	return int64(exp) - int64(now)
 }
+
+// BinaryKey tells whether the key was stored base64-encoded (meta b).
+func (it Item) BinaryKey() bool { return it.h.bits&bitBinaryKey != 0 }
 
 // Key returns the item's key.
 func (it Item) Key() []byte { return it.s.slab.Bytes(it.ref, it.h.keyOff+it.h.klen)[it.h.keyOff:] }
@@ -798,6 +807,9 @@ func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
 	}
 	it := s.view(r, &h, now)
 	it.Created = created
+	if created {
+		it.PrevTTL = -1 // memcached makes the item without a TTL, then sets it
+	}
 	if o.Peek {
 		fn(it)
 		return nil

@@ -40,6 +40,7 @@ type options struct {
 	disableDump         bool
 	disableWatch        bool
 	idleTimeout         time.Duration
+	noSlabReassign      bool
 	automove            int
 	logfile             string
 	warnings            []string
@@ -236,7 +237,7 @@ func listenAddrs(raw []string, port int) ([]string, error) {
 func (o *options) parseExtended() error {
 	noEffect := map[string]bool{
 		"maxconns_fast": true, "no_maxconns_fast": true, "hashpower": true, "no_hashexpand": true,
-		"slab_reassign": true, "lru_crawler": true, "no_lru_crawler": true, "lru_maintainer": true,
+		"lru_crawler": true, "no_lru_crawler": true, "lru_maintainer": true,
 		"no_lru_maintainer": true, "lru_crawler_sleep": true, "lru_crawler_tocrawl": true,
 		"hot_lru_pct": true, "warm_lru_pct": true, "hot_max_factor": true, "warm_max_factor": true,
 		"temporary_ttl": true, "tail_repair_time": true, "read_buf_mem_limit": true, "track_sizes": true,
@@ -286,6 +287,10 @@ func (o *options) parseExtended() error {
 				}
 			case name == "no_slab_automove":
 				o.automove = 0
+			case name == "slab_reassign":
+				o.noSlabReassign = false
+			case name == "no_slab_reassign":
+				o.noSlabReassign = true
 			case name == "hash_algorithm":
 				switch val {
 				case "murmur3", "jenkins", "xxh3":
@@ -393,7 +398,7 @@ func (o *options) settings(chunkMax int) [][2]string {
 		{"stat_key_prefix", o.detailDelim}, {"detail_enabled", "no"}, {"reqs_per_event", i(o.reqsPerEvent)},
 		{"cas_enabled", yn(!o.noCAS)}, {"tcp_backlog", i(o.backlog)}, {"binding_protocol", proto},
 		{"auth_enabled_sasl", "no"}, {"auth_enabled_ascii", "no"}, {"item_size_max", i(o.itemMax)},
-		{"maxconns_fast", "yes"}, {"hashpower_init", "0"}, {"slab_reassign", "yes"},
+		{"maxconns_fast", "yes"}, {"hashpower_init", "0"}, {"slab_reassign", yn(!o.noSlabReassign)},
 		{"slab_automove", i(o.automove)}, {"slab_automove_ratio", "0.80"}, {"slab_automove_window", "30"},
 		{"slab_chunk_max", i(chunkMax)}, {"lru_crawler", "yes"}, {"lru_crawler_sleep", "100"},
 		{"lru_crawler_tocrawl", "0"}, {"tail_repair_time", "0"}, {"flush_enabled", yn(!o.disableFlush)},
