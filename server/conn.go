@@ -67,6 +67,12 @@ func (c *conn) serve() {
 		if n == 0 {
 			return
 		}
+		if n > c.s.maxInput {
+			// A client far ahead of its replies: memcached would stop
+			// reading it; netpoll cannot, so it is dropped.
+			c.nc.Close()
+			return
+		}
 		buf, err := r.Peek(n)
 		if err != nil {
 			c.nc.Close()

@@ -50,6 +50,14 @@ type Config struct {
 	DisableWatch bool
 	// NoSlabReassign refuses slabs reassign (-o no_slab_reassign).
 	NoSlabReassign bool
+	// WriteTimeout bounds how long a reply may wait for a client that does
+	// not read: netpoll keeps reading a connection's input while its
+	// handler is blocked writing, so a client that sends without reading
+	// would otherwise make the server buffer without end. Default 30 s.
+	WriteTimeout time.Duration
+	// MaxInput is the most unprocessed input one connection may have
+	// buffered before it is closed. Default 64 MiB.
+	MaxInput int
 	// Verbosity is memcached's -v level: 1 errors, 2 also each command.
 	Verbosity int
 	// Log receives verbose output. Default os.Stderr.
@@ -71,6 +79,8 @@ type Server struct {
 	lns   []net.Listener
 	start time.Time
 
+	maxInput int
+
 	mu    sync.Mutex
 	conns map[*conn]struct{}
 
@@ -90,6 +100,12 @@ func New(cfg Config, st *store.Store) (*Server, error) {
 	if cfg.ReqsPerEvent == 0 {
 		cfg.ReqsPerEvent = 20
 	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	if cfg.MaxInput == 0 {
+		cfg.MaxInput = 64 << 20
+	}
 	if cfg.UnixMask == 0 {
 		cfg.UnixMask = 0o700
 	}
@@ -100,6 +116,8 @@ func New(cfg Config, st *store.Store) (*Server, error) {
 		cfg.Listen = []string{":11211"}
 	}
 	s := &Server{cfg: cfg, store: st, start: time.Now(), conns: map[*conn]struct{}{}}
+	// One whole item (with its command line) must always fit.
+	s.maxInput = max(cfg.MaxInput, 2*st.ItemSizeMax())
 	s.verbosity.Store(int32(cfg.Verbosity))
 	if err := s.listen(); err != nil {
 		s.closeListeners()
@@ -243,6 +261,7 @@ func (s *Server) onPrepare(nc netpoll.Connection) context.Context {
 		nc.Close()
 		return context.WithValue(context.Background(), ctxKey{}, c)
 	}
+	_ = nc.SetWriteTimeout(s.cfg.WriteTimeout)
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()

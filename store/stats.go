@@ -215,3 +215,6 @@ func (s *Store) Dump(cls, limit int, fn func(DumpEntry) bool) {
 
 // Started is the unix time of store second 0 (memcached's process_started).
 func (s *Store) Started() int64 { return s.epoch }
+
+// ItemSizeMax is the largest item size in bytes (-I).
+func (s *Store) ItemSizeMax() int { return s.cfg.ItemSizeMax }
