@@ -35,6 +35,7 @@ type conn struct {
 	rejected bool
 	closing  bool
 	started  bool // a first byte was seen (protocol detection)
+	binary   bool // the connection speaks the binary protocol
 	fd       int  // the socket, for writing replies; -1 if unknown
 
 	lastActive atomic.Int64 // unix seconds
@@ -112,13 +113,21 @@ func (c *conn) process(buf []byte) (pos, need int) {
 			continue
 		}
 		if !c.started {
+			// memcached picks the protocol from a connection's first byte
+			// (-B auto), or refuses the one not allowed by -B.
 			c.started = true
-			if buf[pos] == binaryMagic {
-				c.refuseBinary(buf[pos:])
+			c.binary = buf[pos] == binaryMagic
+			if c.binary && c.s.cfg.Protocol == ProtocolASCII || !c.binary && c.s.cfg.Protocol == ProtocolBinary {
+				c.closing = true
 				return len(buf), 0
 			}
 		}
-		used, want := c.one(buf[pos:])
+		var used, want int
+		if c.binary {
+			used, want = c.processBinary(buf[pos:])
+		} else {
+			used, want = c.one(buf[pos:])
+		}
 		if want > 0 {
 			return pos, want
 		}
@@ -276,21 +285,4 @@ func (c *conn) flush() {
 		}
 	}
 	c.out = c.out[:0]
-}
-
-// refuseBinary answers a binary-protocol request with an Unknown command
-// status and closes: the binary protocol is not implemented yet.
-func (c *conn) refuseBinary(req []byte) {
-	const body = "Unknown command"
-	var opcode byte
-	var opaque [4]byte
-	if len(req) >= 24 {
-		opcode = req[1]
-		copy(opaque[:], req[12:16])
-	}
-	hdr := [24]byte{0: 0x81, 1: opcode, 6: 0x00, 7: 0x81, 11: byte(len(body))}
-	copy(hdr[12:16], opaque[:])
-	c.out = append(c.out, hdr[:]...)
-	c.out = append(c.out, body...)
-	c.closing = true
 }

@@ -23,6 +23,16 @@ import (
 // clients parse it to pick features.
 const Version = "1.6.18"
 
+// Protocol is what a server accepts (memcached's -B).
+type Protocol uint8
+
+// The -B choices.
+const (
+	ProtocolAuto   Protocol = iota // detected from each connection's first byte
+	ProtocolASCII                  // text and meta only
+	ProtocolBinary                 // binary only
+)
+
 // Config sets up a Server. Zero fields take the defaults noted.
 type Config struct {
 	// Listen are TCP addresses, host:port. Empty with no UnixSocket means
@@ -40,6 +50,8 @@ type Config struct {
 	ReqsPerEvent int
 	// IdleTimeout closes connections idle that long (-o idle_timeout); 0 off.
 	IdleTimeout time.Duration
+	// Protocol restricts the protocols served (-B). Default auto.
+	Protocol Protocol
 	// EnableShutdown allows the shutdown command (-A).
 	EnableShutdown bool
 	// DisableFlush refuses flush_all (-F).

@@ -104,6 +104,7 @@ func serve(o *options, stderr io.Writer) int {
 		MaxConns:       o.maxConns,
 		ReqsPerEvent:   o.reqsPerEvent,
 		IdleTimeout:    o.idleTimeout,
+		Protocol:       map[string]server.Protocol{"auto": server.ProtocolAuto, "ascii": server.ProtocolASCII, "binary": server.ProtocolBinary}[o.protocol],
 		EnableShutdown: o.enableShutdown,
 		DisableFlush:   o.disableFlush,
 		DisableDumping: o.disableDump,
