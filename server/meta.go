@@ -295,22 +295,29 @@ func (c *conn) metaDebug() {
 		}
 		c.out = append(c.out, " exp="...)
 		c.out = strconv.AppendInt(c.out, it.TTL, 10)
-		c.out = append(c.out, " la="...)
-		c.out = strconv.AppendInt(c.out, it.LastAccess, 10)
-		c.out = append(c.out, " cas="...)
-		c.out = strconv.AppendUint(c.out, it.CAS, 10)
-		if it.Fetched {
-			c.out = append(c.out, " fetch=yes"...)
-		} else {
-			c.out = append(c.out, " fetch=no"...)
-		}
-		c.out = append(c.out, " cls="...)
-		c.out = strconv.AppendInt(c.out, int64(it.Class()), 10)
-		c.out = append(c.out, " size="...)
-		c.out = strconv.AppendInt(c.out, int64(c.s.store.MemcachedSize(len(it.Key()), it.Flags, it.Len())), 10)
+		c.out = appendItemFields(c.out, it.LastAccess, it.CAS, it.Fetched, it.Class(),
+			c.s.store.MemcachedSize(len(it.Key()), it.Flags, it.Len()))
 		c.out = append(c.out, protocol.CRLF...)
 	})
 	if !found {
 		c.out = protocol.AppendLine(c.out, "EN")
 	}
+}
+
+// appendItemFields appends the fields "me" and "lru_crawler metadump"
+// share: " la=<n> cas=<n> fetch=yes|no cls=<n> size=<n>".
+func appendItemFields(dst []byte, la int64, cas uint64, fetched bool, cls, size int) []byte {
+	dst = append(dst, " la="...)
+	dst = strconv.AppendInt(dst, la, 10)
+	dst = append(dst, " cas="...)
+	dst = strconv.AppendUint(dst, cas, 10)
+	if fetched {
+		dst = append(dst, " fetch=yes"...)
+	} else {
+		dst = append(dst, " fetch=no"...)
+	}
+	dst = append(dst, " cls="...)
+	dst = strconv.AppendInt(dst, int64(cls), 10)
+	dst = append(dst, " size="...)
+	return strconv.AppendInt(dst, int64(size), 10)
 }

@@ -402,19 +402,7 @@ func (c *conn) metadump(arg []byte) {
 			} else {
 				c.out = strconv.AppendInt(c.out, e.Exptime, 10)
 			}
-			c.out = append(c.out, " la="...)
-			c.out = strconv.AppendInt(c.out, e.LastAccess, 10)
-			c.out = append(c.out, " cas="...)
-			c.out = strconv.AppendUint(c.out, e.CAS, 10)
-			if e.Fetched {
-				c.out = append(c.out, " fetch=yes"...)
-			} else {
-				c.out = append(c.out, " fetch=no"...)
-			}
-			c.out = append(c.out, " cls="...)
-			c.out = strconv.AppendInt(c.out, int64(e.Class), 10)
-			c.out = append(c.out, " size="...)
-			c.out = strconv.AppendInt(c.out, int64(e.Size), 10)
+			c.out = appendItemFields(c.out, e.LastAccess, e.CAS, e.Fetched, e.Class, e.Size)
 			c.out = append(c.out, '\n')
 			if len(c.out) >= flushAt {
 				c.flush()

@@ -234,19 +234,17 @@ func (s *Store) evictRef(r slab.Ref, held *shard) bool {
 		return true
 	}
 	var kb [MaxKeyLen]byte
-	key, ok := s.racyKey(r, kb[:])
+	key, vs, h32, ok := s.racyOwner(r, kb[:])
 	if !ok {
 		return true
 	}
-	hv := xxhash.Sum64(key)
-	vs := &s.shards[hv&shardMask]
 	if vs != held {
 		vs.mu.Lock()
 		defer vs.mu.Unlock()
 	} else if r == vs.pin {
 		return false
 	}
-	slot, found := s.find(vs, key, uint32(hv>>32))
+	slot, found := s.find(vs, key, h32)
 	if found != r {
 		return true
 	}

@@ -91,15 +91,13 @@ func (s *Store) quickDead(b []byte, now uint32) bool {
 // key and dead.
 func (s *Store) reap(r slab.Ref, now uint32) bool {
 	var kb [MaxKeyLen]byte
-	key, ok := s.racyKey(r, kb[:])
+	key, sh, h32, ok := s.racyOwner(r, kb[:])
 	if !ok {
 		return false
 	}
-	hv := xxhash.Sum64(key)
-	sh := &s.shards[hv&shardMask]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	slot, found := s.find(sh, key, uint32(hv>>32))
+	slot, found := s.find(sh, key, h32)
 	if found != r {
 		return false
 	}
@@ -117,9 +115,19 @@ func (s *Store) reap(r slab.Ref, now uint32) bool {
 	return true
 }
 
-// racyKey copies the key of the item in chunk r into buf without a lock.
-// The copy may be garbage if the chunk is being rewritten; callers only use
-// it to look the key up and then check they found this very chunk.
+// racyOwner copies the key of the item in chunk r into buf without a lock
+// and returns it with its shard and index hash. The copy may be garbage if
+// the chunk is being rewritten; callers only use it to look the key up
+// under the shard lock and then check they found this very chunk.
+func (s *Store) racyOwner(r slab.Ref, buf []byte) ([]byte, *shard, uint32, bool) {
+	key, ok := s.racyKey(r, buf)
+	if !ok {
+		return nil, nil, 0, false
+	}
+	hv := xxhash.Sum64(key)
+	return key, &s.shards[hv&shardMask], uint32(hv >> 32), true
+}
+
 func (s *Store) racyKey(r slab.Ref, buf []byte) ([]byte, bool) {
 	b := s.slab.Bytes(r, s.hdr)
 	koff := s.hdr
