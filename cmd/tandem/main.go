@@ -89,7 +89,9 @@ func serve(o *options, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tandem: %v\n", err)
 		return 71
 	}
-	defer st.Close()
+	// The store is never closed: after a shutdown's grace period a handler
+	// may still be finishing a request, and unmapping its memory under it
+	// would crash the exit. The process ends right after; the kernel frees it.
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
