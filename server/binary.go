@@ -1,21 +1,377 @@
 package server
 
-// processBinary runs the binary-protocol request at the front of buf and
-// returns the bytes consumed, or how many must be buffered first. The
-// binary protocol is not implemented yet: the first request is answered
-// with status 0x81 (Unknown command) and the connection closed.
+import (
+	"encoding/binary"
+
+	"github.com/tandemcache/tandem/protocol"
+	"github.com/tandemcache/tandem/store"
+)
+
+// The binary protocol, as memcached 1.6.18's proto_bin.c answers it. What
+// memcached does with malformed requests is kept too, since clients and
+// proxies have been written against it:
+//
+//   - a bad magic closes the connection without a reply;
+//   - a key and extras longer than the body: Unknown command, then close;
+//   - a key over 250 bytes, or lengths an opcode does not allow: Invalid
+//     arguments, then close;
+//   - an unknown opcode: Unknown command, and memcached then drops the body
+//     length in bytes after the extras and key it already read;
+//   - an opcode taking no value reads only its extras and key: extra body
+//     bytes are read as the next request.
+
+// binQuiet maps each quiet opcode to its loud one.
+var binQuiet = [256]uint8{
+	protocol.OpGetQ:     protocol.OpGet,
+	protocol.OpGetKQ:    protocol.OpGetK,
+	protocol.OpSetQ:     protocol.OpSet,
+	protocol.OpAddQ:     protocol.OpAdd,
+	protocol.OpReplaceQ: protocol.OpReplace,
+	protocol.OpDeleteQ:  protocol.OpDelete,
+	protocol.OpIncrQ:    protocol.OpIncrement,
+	protocol.OpDecrQ:    protocol.OpDecrement,
+	protocol.OpQuitQ:    protocol.OpQuit,
+	protocol.OpFlushQ:   protocol.OpFlush,
+	protocol.OpAppendQ:  protocol.OpAppend,
+	protocol.OpPrependQ: protocol.OpPrepend,
+	protocol.OpGATQ:     protocol.OpGAT,
+	protocol.OpGATKQ:    protocol.OpGATK,
+}
+
+// noAutoCreate is the incr/decr expiry that means: fail on a missing key
+// instead of creating it with the initial value.
+const noAutoCreate = 0xffffffff
+
+// binRequest is the request being run: it lives on processBinary's stack
+// and its slices alias the connection's input.
+type binRequest struct {
+	protocol.BinaryRequest
+	op    uint8 // the loud opcode
+	quiet bool
+}
+
+// processBinary runs the binary request at the front of buf and returns the
+// bytes consumed, or how many must be buffered before it can run. A value
+// too large to store is answered at once and dropped as it arrives
+// (c.swallow), never buffered.
 func (c *conn) processBinary(buf []byte) (used, want int) {
-	const body = "Unknown command"
-	var opcode byte
-	var opaque [4]byte
-	if len(buf) >= 24 {
-		opcode = buf[1]
-		copy(opaque[:], buf[12:16])
+	var r binRequest
+	// Parse the header, extras and key; the value is looked at below,
+	// once the opcode says whether there is one.
+	n, err := protocol.ParseBinary(buf, 0, &r.BinaryRequest)
+	switch err {
+	case nil, protocol.ErrBinaryTooLarge:
+	case protocol.ErrNeedMore:
+		return 0, n
+	case protocol.ErrBinaryLengths:
+		c.binError(&r, protocol.StatusUnknownCommand)
+		c.closing = true
+		return len(buf), 0
+	case protocol.ErrBinaryKeyLen:
+		return c.binInvalid(&r, buf)
+	default: // ErrBinaryMagic
+		c.closing = true
+		return len(buf), 0
 	}
-	hdr := [24]byte{0: 0x81, 1: opcode, 6: 0x00, 7: 0x81, 11: byte(len(body))}
-	copy(hdr[12:16], opaque[:])
-	c.out = append(c.out, hdr[:]...)
-	c.out = append(c.out, body...)
+	head := n
+	r.op, r.quiet = r.Opcode, false
+	if q := binQuiet[r.Opcode]; q != 0 || r.Opcode == protocol.OpGetQ {
+		r.op, r.quiet = q, true
+	}
+	ext, key, body := int(r.ExtLen), int(r.KeyLen), int(r.BodyLen)
+	vlen := r.ValueLen()
+	ok := true
+	switch r.op {
+	case protocol.OpVersion, protocol.OpNoop, protocol.OpQuit:
+		ok = ext == 0 && key == 0 && body == 0
+	case protocol.OpFlush:
+		ok = key == 0 && body == ext && (ext == 0 || ext == 4)
+	case protocol.OpSet, protocol.OpAdd, protocol.OpReplace:
+		ok = ext == 8 && key != 0
+	case protocol.OpGet, protocol.OpGetK, protocol.OpDelete:
+		ok = ext == 0 && key != 0 && body == key
+	case protocol.OpIncrement, protocol.OpDecrement:
+		ok = ext == 20 && key != 0 && body == key+ext
+	case protocol.OpAppend, protocol.OpPrepend:
+		ok = ext == 0 && key != 0
+	case protocol.OpStat:
+		ok = ext == 0
+	case protocol.OpTouch, protocol.OpGAT, protocol.OpGATK:
+		ok = ext == 4 && key != 0
+	case protocol.OpSASLList:
+		// Without SASL memcached answers the SASL commands Unknown
+		// command, after checking their lengths.
+		if ext != 0 || key != 0 || body != 0 {
+			return c.binInvalid(&r, buf)
+		}
+		c.binError(&r, protocol.StatusUnknownCommand)
+		return head, 0
+	case protocol.OpSASLAuth, protocol.OpSASLStep:
+		if ext != 0 || key == 0 {
+			return c.binInvalid(&r, buf)
+		}
+		c.binError(&r, protocol.StatusUnknownCommand)
+		c.swallow = vlen
+		return head, 0
+	default:
+		// memcached drops the whole body length after the extras and key
+		// it has read: more than the request's body when they are not
+		// empty. Kept, so that the bytes after it are read as memcached
+		// reads them.
+		c.binError(&r, protocol.StatusUnknownCommand)
+		c.swallow = body
+		return head, 0
+	}
+	if !ok {
+		return c.binInvalid(&r, buf)
+	}
+	switch r.op {
+	case protocol.OpSet, protocol.OpAdd, protocol.OpReplace, protocol.OpAppend, protocol.OpPrepend:
+		var flags uint32
+		if ext == 8 {
+			flags = binary.BigEndian.Uint32(r.Extras)
+		}
+		if c.s.store.TooLarge(key, flags, vlen) {
+			c.s.store.CountTooLarge()
+			if r.op == protocol.OpSet {
+				// As memcached (and text set): a failed set leaves no
+				// stale value behind.
+				_ = c.s.store.Delete(r.Key, store.DeleteOptions{})
+			}
+			c.binError(&r, protocol.StatusTooLarge)
+			c.swallow = vlen
+			return head, 0
+		}
+		n, err := protocol.ParseBinary(buf, c.s.store.ItemSizeMax(), &r.BinaryRequest)
+		if err != nil { // ErrNeedMore: TooLarge bounds the value
+			return 0, n
+		}
+		c.binStore(&r, flags)
+		return n, 0
+	}
+	c.binRun(&r)
+	return head, 0
+}
+
+// binInvalid answers Invalid arguments and closes, as memcached does for a
+// request whose lengths its opcode does not allow.
+func (c *conn) binInvalid(r *binRequest, buf []byte) (used, want int) {
+	c.binError(r, protocol.StatusInvalid)
 	c.closing = true
 	return len(buf), 0
 }
+
+// binError answers r with status and memcached's message for it.
+func (c *conn) binError(r *binRequest, status uint16) {
+	c.binErrorMsg(r, status, protocol.StatusText(status))
+}
+
+func (c *conn) binErrorMsg(r *binRequest, status uint16, msg string) {
+	c.out = protocol.AppendBinaryError(c.out, r.Opcode, status, r.Opaque, msg)
+}
+
+// binOK answers a success with an empty body, unless the request is quiet.
+func (c *conn) binOK(r *binRequest, cas uint64) {
+	if !r.quiet {
+		c.out = protocol.AppendBinaryHeader(c.out, r.Opcode, protocol.StatusOK, 0, 0, 0, r.Opaque, cas)
+	}
+}
+
+// binStore runs set, add, replace, append and prepend with the value read.
+func (c *conn) binStore(r *binRequest, flags uint32) {
+	o := store.SetOptions{Flags: flags, CAS: r.CAS}
+	if r.ExtLen == 8 {
+		o.Exptime = int64(binary.BigEndian.Uint32(r.Extras[4:]))
+	}
+	switch r.op {
+	case protocol.OpSet:
+		o.Mode = store.ModeSet
+	case protocol.OpAdd:
+		o.Mode = store.ModeAdd
+	case protocol.OpReplace:
+		o.Mode = store.ModeReplace
+	case protocol.OpAppend:
+		o.Mode = store.ModeAppend
+	case protocol.OpPrepend:
+		o.Mode = store.ModePrepend
+	}
+	if r.CAS != 0 && o.Mode != store.ModeAppend && o.Mode != store.ModePrepend {
+		// memcached turns set, add and replace with a CAS into a cas:
+		// add too, so an add with a CAS needs the key present.
+		o.Mode = store.ModeCAS
+	}
+	cas, err := c.s.store.Set(r.Key, r.Value, o)
+	switch err {
+	case nil:
+		c.binOK(r, cas)
+	case store.ErrExists:
+		c.binError(r, protocol.StatusKeyExists)
+	case store.ErrNotFound:
+		c.binError(r, protocol.StatusKeyNotFound)
+	case store.ErrNotStored:
+		// memcached names a refused add or replace by its cause.
+		switch o.Mode {
+		case store.ModeAdd:
+			c.binError(r, protocol.StatusKeyExists)
+		case store.ModeReplace:
+			c.binError(r, protocol.StatusKeyNotFound)
+		default:
+			c.binError(r, protocol.StatusNotStored)
+		}
+	case store.ErrTooLarge:
+		c.binError(r, protocol.StatusTooLarge)
+	default:
+		c.binErrorMsg(r, protocol.StatusNoMemory, "Out of memory allocating item")
+	}
+}
+
+// binRun runs a request that has no value.
+func (c *conn) binRun(r *binRequest) {
+	switch r.op {
+	case protocol.OpGet, protocol.OpGetK, protocol.OpTouch, protocol.OpGAT, protocol.OpGATK:
+		c.binGet(r)
+	case protocol.OpDelete:
+		switch c.s.store.Delete(r.Key, store.DeleteOptions{CAS: r.CAS}) {
+		case nil:
+			c.binOK(r, 0)
+		case store.ErrExists:
+			c.binError(r, protocol.StatusKeyExists)
+		default:
+			c.binError(r, protocol.StatusKeyNotFound)
+		}
+	case protocol.OpIncrement, protocol.OpDecrement:
+		c.binArith(r)
+	case protocol.OpQuit:
+		c.binOK(r, 0)
+		c.closing = true
+	case protocol.OpFlush:
+		if c.s.cfg.DisableFlush {
+			c.binError(r, protocol.StatusAuthError)
+			return
+		}
+		var delay int64
+		if r.ExtLen == 4 {
+			delay = int64(binary.BigEndian.Uint32(r.Extras))
+		}
+		c.s.store.FlushAll(delay)
+		c.binOK(r, 0)
+	case protocol.OpNoop:
+		c.binOK(r, 0)
+	case protocol.OpVersion:
+		c.out = protocol.AppendBinaryHeader(c.out, r.Opcode, protocol.StatusOK, 0, 0, len(Version), r.Opaque, 0)
+		c.out = append(c.out, Version...)
+	case protocol.OpStat:
+		c.binStats(r)
+	}
+}
+
+// binGet runs the get and touch family. The store callback appends the hit
+// in place (it does not escape, so it costs no allocation).
+func (c *conn) binGet(r *binRequest) {
+	var o store.GetOptions
+	if r.op == protocol.OpTouch || r.op == protocol.OpGAT || r.op == protocol.OpGATK {
+		o.Touch, o.Exptime = true, int64(binary.BigEndian.Uint32(r.Extras))
+	}
+	found := false
+	err := c.s.store.Get(r.Key, o, func(it store.Item) {
+		found = true
+		withKey := r.op == protocol.OpGetK || r.op == protocol.OpGATK
+		vlen := it.Len()
+		if r.op == protocol.OpTouch {
+			vlen = 0 // touch answers with the flags alone
+		}
+		keyLen := 0
+		if withKey {
+			keyLen = int(r.KeyLen)
+		}
+		c.out = protocol.AppendBinaryHeader(c.out, r.Opcode, protocol.StatusOK, 4, keyLen, vlen, r.Opaque, it.CAS)
+		c.out = protocol.AppendUint32(c.out, it.Flags)
+		if withKey {
+			c.out = append(c.out, r.Key...)
+		}
+		if vlen > 0 {
+			c.out = it.AppendValue(c.out)
+		}
+	})
+	if found || err == nil || r.quiet {
+		return
+	}
+	if r.op == protocol.OpGetK || r.op == protocol.OpGATK {
+		// A keyed miss echoes the key instead of a message.
+		c.out = protocol.AppendBinaryResponse(c.out, r.Opcode, protocol.StatusKeyNotFound, r.Opaque, 0, nil, r.Key, nil)
+		return
+	}
+	c.binError(r, protocol.StatusKeyNotFound)
+}
+
+func (c *conn) binArith(r *binRequest) {
+	e := r.Extras
+	exp := binary.BigEndian.Uint32(e[16:])
+	o := store.ArithOptions{
+		Decr:  r.op == protocol.OpDecrement,
+		Delta: binary.BigEndian.Uint64(e),
+		CAS:   r.CAS,
+	}
+	if exp != noAutoCreate {
+		o.Vivify, o.Initial, o.VivifyExptime = true, binary.BigEndian.Uint64(e[8:]), int64(exp)
+	}
+	res, err := c.s.store.Arith(r.Key, o)
+	switch err {
+	case nil:
+		if !r.quiet {
+			c.out = protocol.AppendBinaryHeader(c.out, r.Opcode, protocol.StatusOK, 0, 0, 8, r.Opaque, res.CAS)
+			c.out = protocol.AppendUint64(c.out, res.Value)
+		}
+	case store.ErrNotFound:
+		c.binError(r, protocol.StatusKeyNotFound)
+	case store.ErrNonNumeric:
+		c.binError(r, protocol.StatusDeltaBadval)
+	case store.ErrExists:
+		c.binError(r, protocol.StatusKeyExists)
+	default:
+		// memcached tells a failed create from a failed grow.
+		msg := "Out of memory incrementing value"
+		if o.Vivify && c.s.store.Get(r.Key, store.GetOptions{Peek: true}, func(store.Item) {}) != nil {
+			msg = "Out of memory allocating new item"
+		}
+		c.binErrorMsg(r, protocol.StatusNoMemory, msg)
+	}
+}
+
+// binStats answers STAT: no key for the general stats, or a group. Groups
+// are matched as memcached's process_bin_stat matches them: "reset",
+// "settings" and "detail" by prefix, the others exactly; "conns" is a text
+// protocol group only.
+func (c *conn) binStats(r *binRequest) {
+	w := statWriter{c: c, binary: true, opaque: r.Opaque}
+	k := string(r.Key)
+	switch {
+	case len(k) == 0:
+		c.generalStats(w)
+	case hasPrefix(k, "reset"):
+		c.resetStats()
+	case hasPrefix(k, "settings"):
+		c.settingsStats(w)
+	case hasPrefix(k, "detail"):
+		switch sub := k[len("detail"):]; {
+		case hasPrefix(sub, " dump"):
+			w.str("detailed", "END\r\n")
+		case hasPrefix(sub, " on"), hasPrefix(sub, " off"):
+		default:
+			c.binError(r, protocol.StatusKeyNotFound)
+			return
+		}
+	case k == "items":
+		c.itemStats(w)
+	case k == "slabs":
+		c.slabStats(w)
+	case k == "sizes":
+		c.sizesStats(w)
+	default:
+		c.binError(r, protocol.StatusKeyNotFound)
+		return
+	}
+	w.end()
+}
+
+func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }

@@ -17,30 +17,25 @@ import (
 // when that machinery is idle, so tools that require them keep working.
 func (c *conn) stats() {
 	a := c.req.Args
+	w := statWriter{c: c}
 	if len(a) == 0 {
-		c.generalStats()
+		c.generalStats(w)
+		w.end()
 		return
 	}
 	switch string(a[0]) {
 	case "settings":
-		for _, kv := range c.s.cfg.Settings {
-			c.out = protocol.AppendStat(c.out, kv[0], []byte(kv[1]))
-		}
+		c.settingsStats(w)
 	case "items":
-		c.itemStats()
+		c.itemStats(w)
 	case "slabs":
-		c.slabStats()
+		c.slabStats(w)
 	case "sizes":
-		c.out = append(c.out, "STAT sizes_status disabled\r\n"...)
+		c.sizesStats(w)
 	case "conns":
-		c.connStats()
+		c.connStats(w)
 	case "reset":
-		c.s.store.ResetStats()
-		c.s.bytesRead.Store(0)
-		c.s.bytesWritten.Store(0)
-		c.s.totalConns.Store(0)
-		c.s.rejected.Store(0)
-		c.s.connYields.Store(0)
+		c.resetStats()
 		c.out = protocol.AppendLine(c.out, "RESET")
 		return
 	case "cachedump":
@@ -63,10 +58,25 @@ func (c *conn) stats() {
 		c.out = protocol.AppendLine(c.out, "ERROR")
 		return
 	}
-	c.out = append(c.out, "END\r\n"...)
+	w.end()
 }
 
-func (c *conn) stat(name string, v uint64) {
+// statWriter writes stats in a connection's protocol: "STAT name value"
+// lines for text, one STAT packet each for binary. Both protocols share the
+// functions that list the stats through it.
+type statWriter struct {
+	c      *conn
+	binary bool
+	opaque uint32 // binary: the STAT request's opaque, echoed in each packet
+}
+
+func (w statWriter) uint(name string, v uint64) {
+	c := w.c
+	if w.binary {
+		var b [20]byte // the longest uint64
+		c.out = protocol.AppendBinaryStat(c.out, w.opaque, name, strconv.AppendUint(b[:0], v, 10))
+		return
+	}
 	c.out = append(c.out, "STAT "...)
 	c.out = append(c.out, name...)
 	c.out = append(c.out, ' ')
@@ -74,7 +84,40 @@ func (c *conn) stat(name string, v uint64) {
 	c.out = append(c.out, protocol.CRLF...)
 }
 
-func (c *conn) statStr(name, v string) { c.out = protocol.AppendStat(c.out, name, []byte(v)) }
+func (w statWriter) str(name, v string) {
+	if w.binary {
+		w.c.out = protocol.AppendBinaryStat(w.c.out, w.opaque, name, []byte(v))
+		return
+	}
+	w.c.out = protocol.AppendStat(w.c.out, name, []byte(v))
+}
+
+// end closes a list of stats: "END" for text, an empty packet for binary.
+func (w statWriter) end() {
+	if w.binary {
+		w.c.out = protocol.AppendBinaryStat(w.c.out, w.opaque, "", nil)
+		return
+	}
+	w.c.out = append(w.c.out, "END\r\n"...)
+}
+
+func (c *conn) settingsStats(w statWriter) {
+	for _, kv := range c.s.cfg.Settings {
+		w.str(kv[0], kv[1])
+	}
+}
+
+func (c *conn) sizesStats(w statWriter) { w.str("sizes_status", "disabled") }
+
+// resetStats zeroes the counters "stats reset" resets.
+func (c *conn) resetStats() {
+	c.s.store.ResetStats()
+	c.s.bytesRead.Store(0)
+	c.s.bytesWritten.Store(0)
+	c.s.totalConns.Store(0)
+	c.s.rejected.Store(0)
+	c.s.connYields.Store(0)
+}
 
 func rusage(tv syscall.Timeval) string {
 	return strconv.FormatInt(int64(tv.Sec), 10) + "." + leftPad6(int64(tv.Usec))
@@ -88,94 +131,93 @@ func leftPad6(n int64) string {
 	return s
 }
 
-func (c *conn) generalStats() {
+func (c *conn) generalStats(w statWriter) {
 	s := c.s
 	st := s.store.Stats()
 	now := time.Now()
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	c.stat("pid", uint64(os.Getpid()))
-	c.stat("uptime", uint64(now.Sub(s.start)/time.Second))
-	c.stat("time", uint64(now.Unix()))
-	c.statStr("version", Version)
-	c.statStr("libevent", "netpoll")
-	c.stat("pointer_size", 64)
-	c.statStr("rusage_user", rusage(ru.Utime))
-	c.statStr("rusage_system", rusage(ru.Stime))
-	c.stat("max_connections", uint64(s.cfg.MaxConns))
-	c.stat("curr_connections", uint64(s.currConns.Load()))
-	c.stat("total_connections", uint64(s.totalConns.Load()))
-	c.stat("rejected_connections", uint64(s.rejected.Load()))
-	c.stat("connection_structures", uint64(s.currConns.Load()))
+	w.uint("pid", uint64(os.Getpid()))
+	w.uint("uptime", uint64(now.Sub(s.start)/time.Second))
+	w.uint("time", uint64(now.Unix()))
+	w.str("version", Version)
+	w.str("libevent", "netpoll")
+	w.uint("pointer_size", 64)
+	w.str("rusage_user", rusage(ru.Utime))
+	w.str("rusage_system", rusage(ru.Stime))
+	w.uint("max_connections", uint64(s.cfg.MaxConns))
+	w.uint("curr_connections", uint64(s.currConns.Load()))
+	w.uint("total_connections", uint64(s.totalConns.Load()))
+	w.uint("rejected_connections", uint64(s.rejected.Load()))
+	w.uint("connection_structures", uint64(s.currConns.Load()))
 	for _, n := range []string{"response_obj_oom", "response_obj_count", "response_obj_bytes",
 		"read_buf_count", "read_buf_bytes", "read_buf_bytes_free", "read_buf_oom", "reserved_fds"} {
-		c.stat(n, 0)
+		w.uint(n, 0)
 	}
-	c.stat("cmd_get", st.CmdGet)
-	c.stat("cmd_set", st.CmdSet)
-	c.stat("cmd_flush", st.CmdFlush)
-	c.stat("cmd_touch", st.CmdTouch)
-	c.stat("cmd_meta", s.cmdMeta.Load())
-	c.stat("get_hits", st.GetHits)
-	c.stat("get_misses", st.GetMisses)
-	c.stat("get_expired", st.GetExpired)
-	c.stat("get_flushed", st.GetFlushed)
-	c.stat("delete_misses", st.DeleteMisses)
-	c.stat("delete_hits", st.DeleteHits)
-	c.stat("incr_misses", st.IncrMisses)
-	c.stat("incr_hits", st.IncrHits)
-	c.stat("decr_misses", st.DecrMisses)
-	c.stat("decr_hits", st.DecrHits)
-	c.stat("cas_misses", st.CasMisses)
-	c.stat("cas_hits", st.CasHits)
-	c.stat("cas_badval", st.CasBadval)
-	c.stat("touch_hits", st.TouchHits)
-	c.stat("touch_misses", st.TouchMisses)
-	c.stat("store_too_large", st.StoreTooLarge)
-	c.stat("store_no_memory", st.StoreNoMemory)
-	c.stat("auth_cmds", 0)
-	c.stat("auth_errors", 0)
-	c.stat("bytes_read", s.bytesRead.Load())
-	c.stat("bytes_written", s.bytesWritten.Load())
-	c.stat("limit_maxbytes", uint64(st.LimitMaxbytes))
-	c.stat("accepting_conns", 1)
-	c.stat("listen_disabled_num", 0)
-	c.stat("time_in_listen_disabled_us", 0)
-	c.stat("threads", uint64(max(s.cfg.Threads, 1)))
-	c.stat("conn_yields", s.connYields.Load())
-	c.stat("hash_power_level", uint64(hashPower(st.HashBytes)))
-	c.stat("hash_bytes", uint64(st.HashBytes))
-	c.stat("hash_is_expanding", 0)
+	w.uint("cmd_get", st.CmdGet)
+	w.uint("cmd_set", st.CmdSet)
+	w.uint("cmd_flush", st.CmdFlush)
+	w.uint("cmd_touch", st.CmdTouch)
+	w.uint("cmd_meta", s.cmdMeta.Load())
+	w.uint("get_hits", st.GetHits)
+	w.uint("get_misses", st.GetMisses)
+	w.uint("get_expired", st.GetExpired)
+	w.uint("get_flushed", st.GetFlushed)
+	w.uint("delete_misses", st.DeleteMisses)
+	w.uint("delete_hits", st.DeleteHits)
+	w.uint("incr_misses", st.IncrMisses)
+	w.uint("incr_hits", st.IncrHits)
+	w.uint("decr_misses", st.DecrMisses)
+	w.uint("decr_hits", st.DecrHits)
+	w.uint("cas_misses", st.CasMisses)
+	w.uint("cas_hits", st.CasHits)
+	w.uint("cas_badval", st.CasBadval)
+	w.uint("touch_hits", st.TouchHits)
+	w.uint("touch_misses", st.TouchMisses)
+	w.uint("store_too_large", st.StoreTooLarge)
+	w.uint("store_no_memory", st.StoreNoMemory)
+	w.uint("auth_cmds", 0)
+	w.uint("auth_errors", 0)
+	w.uint("bytes_read", s.bytesRead.Load())
+	w.uint("bytes_written", s.bytesWritten.Load())
+	w.uint("limit_maxbytes", uint64(st.LimitMaxbytes))
+	w.uint("accepting_conns", 1)
+	w.uint("listen_disabled_num", 0)
+	w.uint("time_in_listen_disabled_us", 0)
+	w.uint("threads", uint64(max(s.cfg.Threads, 1)))
+	w.uint("conn_yields", s.connYields.Load())
+	w.uint("hash_power_level", uint64(hashPower(st.HashBytes)))
+	w.uint("hash_bytes", uint64(st.HashBytes))
+	w.uint("hash_is_expanding", 0)
 	for _, n := range []string{"slab_reassign_rescues", "slab_reassign_chunk_rescues",
 		"slab_reassign_evictions_nomem", "slab_reassign_inline_reclaim", "slab_reassign_busy_items",
 		"slab_reassign_busy_deletes", "slab_reassign_running"} {
-		c.stat(n, 0)
+		w.uint(n, 0)
 	}
-	c.stat("slabs_moved", st.SlabsMoved)
-	c.stat("lru_crawler_running", 0)
-	c.stat("lru_crawler_starts", st.CrawlerStarts)
-	c.stat("lru_maintainer_juggles", 0)
-	c.stat("malloc_fails", 0)
+	w.uint("slabs_moved", st.SlabsMoved)
+	w.uint("lru_crawler_running", 0)
+	w.uint("lru_crawler_starts", st.CrawlerStarts)
+	w.uint("lru_maintainer_juggles", 0)
+	w.uint("malloc_fails", 0)
 	for _, n := range []string{"log_worker_dropped", "log_worker_written", "log_watcher_skipped",
 		"log_watcher_sent", "log_watchers", "unexpected_napi_ids", "round_robin_fallback"} {
-		c.stat(n, 0)
+		w.uint(n, 0)
 	}
-	c.stat("bytes", uint64(st.Bytes))
-	c.stat("curr_items", st.CurrItems)
-	c.stat("total_items", st.TotalItems)
-	c.stat("slab_global_page_pool", 0)
-	c.stat("expired_unfetched", st.ExpiredUnfetched)
-	c.stat("evicted_unfetched", st.EvictedUnfetched)
-	c.stat("evicted_active", 0)
-	c.stat("evictions", st.Evictions)
-	c.stat("reclaimed", st.Reclaimed)
-	c.stat("crawler_reclaimed", st.CrawlerReclaimed)
-	c.stat("crawler_items_checked", st.CrawlerItemsChecked)
+	w.uint("bytes", uint64(st.Bytes))
+	w.uint("curr_items", st.CurrItems)
+	w.uint("total_items", st.TotalItems)
+	w.uint("slab_global_page_pool", 0)
+	w.uint("expired_unfetched", st.ExpiredUnfetched)
+	w.uint("evicted_unfetched", st.EvictedUnfetched)
+	w.uint("evicted_active", 0)
+	w.uint("evictions", st.Evictions)
+	w.uint("reclaimed", st.Reclaimed)
+	w.uint("crawler_reclaimed", st.CrawlerReclaimed)
+	w.uint("crawler_items_checked", st.CrawlerItemsChecked)
 	for _, n := range []string{"lrutail_reflocked", "moves_to_cold", "moves_to_warm",
 		"moves_within_lru", "direct_reclaims", "lru_bumps_dropped"} {
-		c.stat(n, 0)
+		w.uint(n, 0)
 	}
-	c.out = append(c.out, "END\r\n"...)
 }
 
 // hashPower is log2 of the index slots, memcached's hash_power_level.
@@ -187,63 +229,63 @@ func hashPower(bytes int64) int {
 	return p
 }
 
-func (c *conn) itemStats() {
+func (c *conn) itemStats(w statWriter) {
 	for _, cs := range c.s.store.Classes(nil) {
 		if cs.Number == 0 {
 			continue
 		}
 		p := "items:" + strconv.Itoa(cs.Class) + ":"
-		c.stat(p+"number", uint64(cs.Number))
-		c.stat(p+"number_hot", 0)
-		c.stat(p+"number_warm", 0)
-		c.stat(p+"number_cold", uint64(cs.Number))
-		c.stat(p+"age_hot", 0)
-		c.stat(p+"age_warm", 0)
-		c.stat(p+"age", uint64(cs.Age))
-		c.stat(p+"mem_requested", uint64(cs.MemRequested))
-		c.stat(p+"evicted", cs.Evicted)
-		c.stat(p+"evicted_nonzero", cs.EvictedNonzero)
-		c.stat(p+"evicted_time", uint64(cs.EvictedTime))
-		c.stat(p+"outofmemory", cs.OutOfMemory)
-		c.stat(p+"tailrepairs", 0)
-		c.stat(p+"reclaimed", cs.Reclaimed)
-		c.stat(p+"expired_unfetched", cs.ExpiredUnfetched)
-		c.stat(p+"evicted_unfetched", cs.EvictedUnfetched)
-		c.stat(p+"evicted_active", 0)
-		c.stat(p+"crawler_reclaimed", cs.CrawlerReclaimed)
-		c.stat(p+"crawler_items_checked", cs.CrawlerItemsChecked)
+		w.uint(p+"number", uint64(cs.Number))
+		w.uint(p+"number_hot", 0)
+		w.uint(p+"number_warm", 0)
+		w.uint(p+"number_cold", uint64(cs.Number))
+		w.uint(p+"age_hot", 0)
+		w.uint(p+"age_warm", 0)
+		w.uint(p+"age", uint64(cs.Age))
+		w.uint(p+"mem_requested", uint64(cs.MemRequested))
+		w.uint(p+"evicted", cs.Evicted)
+		w.uint(p+"evicted_nonzero", cs.EvictedNonzero)
+		w.uint(p+"evicted_time", uint64(cs.EvictedTime))
+		w.uint(p+"outofmemory", cs.OutOfMemory)
+		w.uint(p+"tailrepairs", 0)
+		w.uint(p+"reclaimed", cs.Reclaimed)
+		w.uint(p+"expired_unfetched", cs.ExpiredUnfetched)
+		w.uint(p+"evicted_unfetched", cs.EvictedUnfetched)
+		w.uint(p+"evicted_active", 0)
+		w.uint(p+"crawler_reclaimed", cs.CrawlerReclaimed)
+		w.uint(p+"crawler_items_checked", cs.CrawlerItemsChecked)
 		for _, n := range []string{"lrutail_reflocked", "moves_to_cold", "moves_to_warm",
 			"moves_within_lru", "direct_reclaims", "hits_to_hot", "hits_to_warm", "hits_to_cold", "hits_to_temp"} {
-			c.stat(p+n, 0)
+			w.uint(p+n, 0)
 		}
 	}
 }
 
-func (c *conn) slabStats() {
+func (c *conn) slabStats(w statWriter) {
 	classes := c.s.store.Classes(nil)
 	for _, cs := range classes {
 		p := strconv.Itoa(cs.Class) + ":"
-		c.stat(p+"chunk_size", uint64(cs.ChunkSize))
-		c.stat(p+"chunks_per_page", uint64(cs.ChunksPerPage))
-		c.stat(p+"total_pages", uint64(cs.TotalPages))
-		c.stat(p+"total_chunks", uint64(cs.TotalChunks))
-		c.stat(p+"used_chunks", uint64(cs.UsedChunks))
-		c.stat(p+"free_chunks", uint64(cs.FreeChunks))
-		c.stat(p+"free_chunks_end", uint64(cs.FreeChunksEnd))
-		c.stat(p+"get_hits", cs.GetHits)
-		c.stat(p+"cmd_set", cs.CmdSet)
-		c.stat(p+"delete_hits", cs.DeleteHits)
-		c.stat(p+"incr_hits", cs.IncrHits)
-		c.stat(p+"decr_hits", cs.DecrHits)
-		c.stat(p+"cas_hits", cs.CasHits)
-		c.stat(p+"cas_badval", cs.CasBadval)
-		c.stat(p+"touch_hits", cs.TouchHits)
+		w.uint(p+"chunk_size", uint64(cs.ChunkSize))
+		w.uint(p+"chunks_per_page", uint64(cs.ChunksPerPage))
+		w.uint(p+"total_pages", uint64(cs.TotalPages))
+		w.uint(p+"total_chunks", uint64(cs.TotalChunks))
+		w.uint(p+"used_chunks", uint64(cs.UsedChunks))
+		w.uint(p+"free_chunks", uint64(cs.FreeChunks))
+		w.uint(p+"free_chunks_end", uint64(cs.FreeChunksEnd))
+		w.uint(p+"get_hits", cs.GetHits)
+		w.uint(p+"cmd_set", cs.CmdSet)
+		w.uint(p+"delete_hits", cs.DeleteHits)
+		w.uint(p+"incr_hits", cs.IncrHits)
+		w.uint(p+"decr_hits", cs.DecrHits)
+		w.uint(p+"cas_hits", cs.CasHits)
+		w.uint(p+"cas_badval", cs.CasBadval)
+		w.uint(p+"touch_hits", cs.TouchHits)
 	}
-	c.stat("active_slabs", uint64(len(classes)))
-	c.stat("total_malloced", uint64(c.s.store.Stats().TotalMalloced))
+	w.uint("active_slabs", uint64(len(classes)))
+	w.uint("total_malloced", uint64(c.s.store.Stats().TotalMalloced))
 }
 
-func (c *conn) connStats() {
+func (c *conn) connStats(w statWriter) {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	now := time.Now().Unix()
@@ -253,9 +295,9 @@ func (c *conn) connStats() {
 			fd = f.Fd()
 		}
 		p := strconv.Itoa(fd) + ":"
-		c.statStr(p+"addr", addrString(ln.Addr().Network(), ln.Addr().String()))
-		c.statStr(p+"state", "conn_listening")
-		c.stat(p+"secs_since_last_cmd", uint64(now-c.s.start.Unix()))
+		w.str(p+"addr", addrString(ln.Addr().Network(), ln.Addr().String()))
+		w.str(p+"state", "conn_listening")
+		w.uint(p+"secs_since_last_cmd", uint64(now-c.s.start.Unix()))
 	}
 	for o := range c.s.conns {
 		fd := 0
@@ -263,14 +305,14 @@ func (c *conn) connStats() {
 			fd = f.Fd()
 		}
 		p := strconv.Itoa(fd) + ":"
-		c.statStr(p+"addr", addrString(o.nc.RemoteAddr().Network(), o.nc.RemoteAddr().String()))
-		c.statStr(p+"listen_addr", addrString(o.nc.LocalAddr().Network(), o.nc.LocalAddr().String()))
+		w.str(p+"addr", addrString(o.nc.RemoteAddr().Network(), o.nc.RemoteAddr().String()))
+		w.str(p+"listen_addr", addrString(o.nc.LocalAddr().Network(), o.nc.LocalAddr().String()))
 		state := "conn_waiting"
 		if o == c {
 			state = "conn_parse_cmd"
 		}
-		c.statStr(p+"state", state)
-		c.stat(p+"secs_since_last_cmd", uint64(now-o.lastActive.Load()))
+		w.str(p+"state", state)
+		w.uint(p+"secs_since_last_cmd", uint64(now-o.lastActive.Load()))
 	}
 }
 

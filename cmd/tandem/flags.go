@@ -76,7 +76,7 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 	fs.BoolVarP(&o.coredumps, "enable-coredumps", "r", false, "maximize the core file limit")
 	fs.BoolVarP(&o.lockMem, "lock-memory", "k", false, "(not supported: ignored) lock down all paged memory")
 	fs.IntVarP(&o.reqsPerEvent, "max-reqs-per-event", "R", 20, "requests one connection may run before others get a turn")
-	fs.StringVarP(&o.protocol, "protocol", "B", "auto", "protocol: auto, ascii or binary (binary is not supported yet)")
+	fs.StringVarP(&o.protocol, "protocol", "B", "auto", "protocol: auto (detected per connection), ascii or binary")
 	fs.IntVarP(&o.backlog, "listen-backlog", "b", 1024, "listen backlog (the system's somaxconn applies)")
 	fs.BoolVarP(&o.help, "help", "h", false, "print this help and exit")
 	fs.BoolVarP(&o.version, "version", "V", false, "print the version and exit")
@@ -159,10 +159,7 @@ func parseArgs(args []string, errOut io.Writer) (*options, error) {
 		return nil, errors.New("tandem: -c, -t and -R must be positive")
 	}
 	switch o.protocol {
-	case "auto":
-	case "ascii":
-	case "binary":
-		o.warnings = append(o.warnings, "-B binary: the binary protocol is not supported yet; binary requests are refused")
+	case "auto", "ascii", "binary":
 	default:
 		return nil, fmt.Errorf("tandem: bad -B %q: auto, ascii or binary", o.protocol)
 	}
