@@ -51,6 +51,10 @@ const (
 	CmdMetaDebug
 )
 
+// IsRetrieval reports whether the command only reads (get, gets, gat, gats,
+// mg).
+func (c Command) IsRetrieval() bool { return c >= CmdGet && c <= CmdGats || c == CmdMetaGet }
+
 // IsStorage reports whether a data block follows the command line.
 func (c Command) IsStorage() bool { return c >= CmdSet && c <= CmdCas || c == CmdMetaSet }
 

@@ -36,7 +36,11 @@ type conn struct {
 	closing  bool
 	started  bool // a first byte was seen (protocol detection)
 	binary   bool // the connection speaks the binary protocol
-	fd       int  // the socket, for writing replies; -1 if unknown
+	udp      bool // a UDP socket's pseudo-connection: replies are framed by serveUDP
+	// retrieval: the last request was a get or meta get (UDP may answer it
+	// with more bytes than it received).
+	retrieval bool
+	fd        int // the socket, for writing replies; -1 if unknown
 
 	lastActive atomic.Int64 // unix seconds
 
@@ -157,6 +161,7 @@ func (c *conn) one(buf []byte) (used, want int) {
 		return 0, len(buf) + 1
 	}
 	mark := len(c.out)
+	c.retrieval = err == nil && c.req.Cmd.IsRetrieval()
 	switch {
 	case err != nil:
 		used = n
@@ -261,7 +266,7 @@ func (c *conn) storageFlags() uint32 {
 // its side, as "nc -N" does), while memcached still answers such a client.
 // netpoll's writer is used only to wait when the socket buffer is full.
 func (c *conn) flush() {
-	if len(c.out) == 0 {
+	if len(c.out) == 0 || c.udp {
 		return
 	}
 	c.s.bytesWritten.Add(uint64(len(c.out)))

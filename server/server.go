@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,9 @@ type Config struct {
 	// Listen are TCP addresses, host:port. Empty with no UnixSocket means
 	// ":11211".
 	Listen []string
+	// UDPPort, if not 0, also serves UDP on that port of each Listen host
+	// (-U).
+	UDPPort int
 	// UnixSocket, if set, is a unix socket path to listen on (-s); TCP is
 	// then off, as in memcached. UnixMask is its permission mask (-a),
 	// default 0700.
@@ -89,6 +93,7 @@ type Server struct {
 	store *store.Store
 	loop  netpoll.EventLoop
 	lns   []net.Listener
+	udp   []net.PacketConn
 	start time.Time
 
 	maxInput int
@@ -99,7 +104,7 @@ type Server struct {
 	// Counters for "stats".
 	currConns, totalConns, rejected atomic.Int64
 	bytesRead, bytesWritten         atomic.Uint64
-	connYields, cmdMeta             atomic.Uint64
+	connYields, cmdMeta, udpDropped atomic.Uint64
 	verbosity                       atomic.Int32
 	crawlerOff                      atomic.Bool // lru_crawler disable
 }
@@ -166,8 +171,26 @@ func (s *Server) listen() error {
 			return fmt.Errorf("server: listening on %s: %w", addr, err)
 		}
 		s.lns = append(s.lns, ln)
+		if s.cfg.UDPPort != 0 {
+			host, _, _ := net.SplitHostPort(addr)
+			uaddr := net.JoinHostPort(host, strconv.Itoa(s.cfg.UDPPort))
+			pc, err := net.ListenPacket("udp", uaddr)
+			if err != nil {
+				return fmt.Errorf("server: listening on udp %s: %w", uaddr, err)
+			}
+			s.udp = append(s.udp, pc)
+		}
 	}
 	return nil
+}
+
+// UDPAddrs are the UDP addresses the server listens on.
+func (s *Server) UDPAddrs() []net.Addr {
+	var a []net.Addr
+	for _, pc := range s.udp {
+		a = append(a, pc.LocalAddr())
+	}
+	return a
 }
 
 // Addrs are the addresses the server listens on.
@@ -186,6 +209,9 @@ func (s *Server) Serve() error {
 		stop := make(chan struct{})
 		defer close(stop)
 		go s.sweepIdle(stop)
+	}
+	for _, pc := range s.udp {
+		go s.serveUDP(pc)
 	}
 	errc := make(chan error, len(s.lns))
 	for _, ln := range s.lns {
@@ -253,6 +279,9 @@ func (s *Server) connsWhere(match func(*conn) bool) []*conn {
 func (s *Server) closeListeners() {
 	for _, ln := range s.lns {
 		ln.Close()
+	}
+	for _, pc := range s.udp {
+		pc.Close()
 	}
 }
 

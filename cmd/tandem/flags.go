@@ -60,7 +60,7 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 	fs.Usage = func() {}
 	unsupported := map[string]string{}
 	fs.IntVarP(&o.port, "port", "p", 11211, "TCP port to listen on")
-	fs.IntVarP(&o.udpPort, "udp-port", "U", 0, "UDP port (0 = off; UDP is not supported yet)")
+	fs.IntVarP(&o.udpPort, "udp-port", "U", 0, "UDP port on the same interfaces (0 = off)")
 	fs.StringArrayVarP(&o.rawListen, "listen", "l", nil, "interface to listen on, ADDR or ADDR:PORT; repeatable, comma lists allowed (default all)")
 	fs.StringVarP(&o.unixSocket, "unix-socket", "s", "", "unix socket path to listen on (disables TCP)")
 	fs.IntVarP(&o.maxConns, "conn-limit", "c", 1024, "max simultaneous connections")
@@ -163,8 +163,8 @@ func parseArgs(args []string, errOut io.Writer) (*options, error) {
 	default:
 		return nil, fmt.Errorf("tandem: bad -B %q: auto, ascii or binary", o.protocol)
 	}
-	if o.udpPort != 0 {
-		o.warnings = append(o.warnings, "-U: UDP is not supported yet; serving TCP only")
+	if o.udpPort < 0 || o.udpPort > 65535 {
+		return nil, fmt.Errorf("tandem: bad -U %d: a port", o.udpPort)
 	}
 	if o.lockMem {
 		o.warnings = append(o.warnings, "-k: locking memory is not supported; ignored")

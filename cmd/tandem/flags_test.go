@@ -76,10 +76,11 @@ func TestFlags(t *testing.T) {
 		{"chunk max in kilobytes", []string{"-o", "slab_chunk_max=512"}, func(t *testing.T, o *options) {
 			require.Equal(t, 512<<10, o.chunkMax)
 		}},
-		{"unsupported but accepted", []string{"-S", "-L", "-k", "-U", "11211", "-B", "binary"}, func(t *testing.T, o *options) {
+		{"unsupported but accepted", []string{"-L", "-k", "-U", "11211", "-B", "binary"}, func(t *testing.T, o *options) {
 			w := strings.Join(o.warnings, "\n")
 			require.Equal(t, "binary", o.protocol)
-			for _, f := range []string{"-S", "-L", "-k", "-U"} {
+			require.Equal(t, 11211, o.udpPort)
+			for _, f := range []string{"-L", "-k"} {
 				require.Contains(t, w, f)
 			}
 		}},

@@ -101,6 +101,7 @@ func serve(o *options, stderr io.Writer) int {
 	stop := make(chan bool, 1)
 	srv, err := server.New(server.Config{
 		Listen:         o.listen,
+		UDPPort:        o.udpPort,
 		UnixSocket:     o.unixSocket,
 		UnixMask:       o.unixMask,
 		MaxConns:       o.maxConns,
