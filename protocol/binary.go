@@ -68,6 +68,7 @@ const (
 	StatusNotStored      = 0x05
 	StatusDeltaBadval    = 0x06
 	StatusAuthError      = 0x20
+	StatusAuthContinue   = 0x21 // SASL: send the next message with SASL_STEP
 	StatusUnknownCommand = 0x81
 	StatusNoMemory       = 0x82
 )

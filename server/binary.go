@@ -60,18 +60,25 @@ func (c *conn) processBinary(buf []byte) (used, want int) {
 	// once the opcode says whether there is one.
 	n, err := protocol.ParseBinary(buf, 0, &r.BinaryRequest)
 	switch err {
-	case nil, protocol.ErrBinaryTooLarge:
+	case nil, protocol.ErrBinaryTooLarge, protocol.ErrBinaryKeyLen:
 	case protocol.ErrNeedMore:
 		return 0, n
 	case protocol.ErrBinaryLengths:
 		c.binError(&r, protocol.StatusUnknownCommand)
 		c.closing = true
 		return len(buf), 0
-	case protocol.ErrBinaryKeyLen:
-		return c.binInvalid(&r, buf)
 	default: // ErrBinaryMagic
 		c.closing = true
 		return len(buf), 0
+	}
+	if c.s.cfg.SASL != nil && !c.saslAllowed(r.Opcode) {
+		// memcached checks this before the key length, and closes.
+		c.binError(&r, protocol.StatusAuthError)
+		c.closing = true
+		return len(buf), 0
+	}
+	if err == protocol.ErrBinaryKeyLen {
+		return c.binInvalid(&r, buf)
 	}
 	head := n
 	r.op, r.quiet = r.Opcode, false
@@ -104,13 +111,33 @@ func (c *conn) processBinary(buf []byte) (used, want int) {
 		if ext != 0 || key != 0 || body != 0 {
 			return c.binInvalid(&r, buf)
 		}
-		c.binError(&r, protocol.StatusUnknownCommand)
+		if c.s.cfg.SASL == nil {
+			c.binError(&r, protocol.StatusUnknownCommand)
+		} else {
+			c.saslList(&r)
+		}
 		return head, 0
 	case protocol.OpSASLAuth, protocol.OpSASLStep:
 		if ext != 0 || key == 0 {
 			return c.binInvalid(&r, buf)
 		}
-		c.binError(&r, protocol.StatusUnknownCommand)
+		switch {
+		case c.s.cfg.SASL == nil:
+			c.binError(&r, protocol.StatusUnknownCommand)
+		case key > saslMechMax:
+			c.binError(&r, protocol.StatusInvalid)
+		case vlen > c.s.store.ItemSizeMax():
+			// memcached reads the message into an item: one too large
+			// for it is refused as memory it could not allocate.
+			c.binError(&r, protocol.StatusNoMemory)
+		default:
+			n, err := protocol.ParseBinary(buf, vlen, &r.BinaryRequest)
+			if err != nil { // ErrNeedMore
+				return 0, n
+			}
+			c.saslAuth(&r)
+			return n, 0
+		}
 		c.swallow = vlen
 		return head, 0
 	default:

@@ -44,6 +44,8 @@ type conn struct {
 
 	lastActive atomic.Int64 // unix seconds
 
+	auth authState // -S and -Y, see auth.go
+
 	// Arguments of the store callback, set before each Get so that the
 	// callback is a method value made once, not a closure per request.
 	hit     func(store.Item)
@@ -120,7 +122,7 @@ func (c *conn) process(buf []byte) (pos, need int) {
 			// memcached picks the protocol from a connection's first byte
 			// (-B auto), or refuses the one not allowed by -B.
 			c.started = true
-			c.binary = buf[pos] == binaryMagic
+			c.binary = buf[pos] == binaryMagic && c.s.cfg.AuthFile == nil // -Y reads all as text
 			if c.binary && c.s.cfg.Protocol == ProtocolASCII || !c.binary && c.s.cfg.Protocol == ProtocolBinary {
 				c.closing = true
 				return len(buf), 0
@@ -130,7 +132,7 @@ func (c *conn) process(buf []byte) (pos, need int) {
 		if c.binary {
 			used, want = c.processBinary(buf[pos:])
 		} else {
-			used, want = c.one(buf[pos:])
+			used, want = c.text(buf[pos:])
 		}
 		if want > 0 {
 			return pos, want

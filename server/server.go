@@ -85,6 +85,15 @@ type Config struct {
 	Threads int
 	// OnShutdown is called when a client sends an allowed shutdown command.
 	OnShutdown func(graceful bool)
+	// SASL, if set, turns on SASL PLAIN authentication against these
+	// users (-S): binary commands other than the SASL ones and VERSION are
+	// refused until a connection authenticates. Set Protocol to binary
+	// with it, as memcached does.
+	SASL *Users
+	// AuthFile, if set, turns on ascii authentication against these users
+	// (-Y): a text connection must first send an auth set. Set Protocol to
+	// ascii with it, as memcached does.
+	AuthFile *Users
 }
 
 // Server serves the memcached protocols for one store.
@@ -105,6 +114,7 @@ type Server struct {
 	currConns, totalConns, rejected atomic.Int64
 	bytesRead, bytesWritten         atomic.Uint64
 	connYields, cmdMeta, udpDropped atomic.Uint64
+	authCmds, authErrors            atomic.Uint64
 	verbosity                       atomic.Int32
 	crawlerOff                      atomic.Bool // lru_crawler disable
 }

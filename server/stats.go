@@ -117,6 +117,8 @@ func (c *conn) resetStats() {
 	c.s.totalConns.Store(0)
 	c.s.rejected.Store(0)
 	c.s.connYields.Store(0)
+	c.s.authCmds.Store(0)
+	c.s.authErrors.Store(0)
 }
 
 func rusage(tv syscall.Timeval) string {
@@ -176,8 +178,8 @@ func (c *conn) generalStats(w statWriter) {
 	w.uint("touch_misses", st.TouchMisses)
 	w.uint("store_too_large", st.StoreTooLarge)
 	w.uint("store_no_memory", st.StoreNoMemory)
-	w.uint("auth_cmds", 0)
-	w.uint("auth_errors", 0)
+	w.uint("auth_cmds", s.authCmds.Load())
+	w.uint("auth_errors", s.authErrors.Load())
 	w.uint("bytes_read", s.bytesRead.Load())
 	w.uint("bytes_written", s.bytesWritten.Load())
 	w.uint("limit_maxbytes", uint64(st.LimitMaxbytes))

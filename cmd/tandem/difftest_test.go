@@ -171,10 +171,6 @@ func (s diffScript) requestText() []byte {
 // pendingScripts are memcached behaviours Tandem does not have yet, with
 // the reason; docs/compatibility.md lists them too. Nothing else may differ.
 var pendingScripts = map[string]string{
-	"auth-ok":             "ascii authentication (-Y) comes with the binary protocol and SASL issue",
-	"auth-failure":        "ascii authentication (-Y) comes with the binary protocol and SASL issue",
-	"auth-required":       "ascii authentication (-Y) comes with the binary protocol and SASL issue",
-	"auth-meta-before":    "ascii authentication (-Y) comes with the binary protocol and SASL issue",
 	"watch":               "watch (log streams) is not implemented",
 	"watch-bad":           "watch (log streams) is not implemented",
 	"stats-detail":        "stats detail prefix counters are not implemented",

@@ -46,6 +46,8 @@ type options struct {
 	warnings            []string
 	detailDelim         string
 	hashAlgorithm       string
+	sasl                bool   // -S
+	authFile            string // -Y
 	rawListen, extended []string
 }
 
@@ -86,19 +88,19 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 	fs.BoolVarP(&o.disableDump, "disable-dumping", "X", false, "refuse cachedump and metadump (Tandem has neither yet)")
 	fs.BoolVarP(&o.disableWatch, "disable-watch", "W", false, "refuse watch (Tandem has no watch yet)")
 	fs.StringVarP(&o.detailDelim, "", "D", ":", "stats detail key prefix delimiter")
+	fs.BoolVarP(&o.sasl, "enable-sasl", "S", false, "require SASL PLAIN authentication (binary protocol only; users in the file named by $MEMCACHED_SASL_PWDB)")
+	fs.StringVarP(&o.authFile, "auth-file", "Y", "", "require ascii authentication with the user:password lines of this file (ascii protocol only)")
 	fs.StringArrayVarP(&o.extended, "extended", "o", nil, "comma-separated extended options, see below")
 	fs.String("config", "", "read options from a file in /etc/memcached.conf format")
 
 	// memcached options with no effect in Tandem yet: accepted, warned.
 	for _, f := range []struct{ long, short, why string }{
 		{"enable-largepages", "L", "large pages are not supported; ignored"},
-		{"enable-sasl", "S", "SASL is not supported yet; ignored"},
-		{"auth-file", "Y", "ascii authentication is not supported yet; ignored"},
 		{"memory-file", "e", "warm restart from a memory file is not supported; ignored"},
 		{"enable-ssl", "Z", "TLS is not supported; ignored"},
 		{"napi_ids", "N", "NAPI ids are not supported; ignored"},
 	} {
-		if f.long == "auth-file" || f.long == "memory-file" || f.long == "napi_ids" {
+		if f.long == "memory-file" || f.long == "napi_ids" {
 			fs.StringP(f.long, f.short, "", "(not supported: ignored)")
 		} else {
 			fs.BoolP(f.long, f.short, false, "(not supported: ignored)")
@@ -165,6 +167,22 @@ func parseArgs(args []string, errOut io.Writer) (*options, error) {
 	}
 	if o.udpPort < 0 || o.udpPort > 65535 {
 		return nil, fmt.Errorf("tandem: bad -U %d: a port", o.udpPort)
+	}
+	// As memcached: SASL implies the binary protocol and ascii
+	// authentication the ascii one (which wins when both are given).
+	if o.sasl {
+		if !fs.Changed("protocol") {
+			o.protocol = "binary"
+		} else if o.protocol != "binary" {
+			return nil, errors.New("ERROR: You cannot allow the ASCII protocol while using SASL.")
+		}
+	}
+	if o.authFile != "" {
+		if !fs.Changed("protocol") {
+			o.protocol = "ascii"
+		} else if o.protocol != "ascii" {
+			return nil, errors.New("ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.")
+		}
 	}
 	if o.lockMem {
 		o.warnings = append(o.warnings, "-k: locking memory is not supported; ignored")
@@ -384,6 +402,10 @@ func (o *options) settings(chunkMax int) [][2]string {
 		socket = o.unixSocket
 	}
 	proto := map[string]string{"auto": "auto-negotiate", "ascii": "ascii", "binary": "binary"}[o.protocol]
+	authASCII := "no" // memcached shows the authfile's path
+	if o.authFile != "" {
+		authASCII = o.authFile
+	}
 	i := strconv.Itoa
 	return [][2]string{
 		{"maxbytes", strconv.FormatInt(o.memory, 10)}, {"maxconns", i(o.maxConns)},
@@ -394,7 +416,7 @@ func (o *options) settings(chunkMax int) [][2]string {
 		{"chunk_size", i(o.chunkMin)}, {"num_threads", i(o.threads)}, {"num_threads_per_udp", i(o.threads)},
 		{"stat_key_prefix", o.detailDelim}, {"detail_enabled", "no"}, {"reqs_per_event", i(o.reqsPerEvent)},
 		{"cas_enabled", yn(!o.noCAS)}, {"tcp_backlog", i(o.backlog)}, {"binding_protocol", proto},
-		{"auth_enabled_sasl", "no"}, {"auth_enabled_ascii", "no"}, {"item_size_max", i(o.itemMax)},
+		{"auth_enabled_sasl", yn(o.sasl)}, {"auth_enabled_ascii", authASCII}, {"item_size_max", i(o.itemMax)},
 		{"maxconns_fast", "yes"}, {"hashpower_init", "0"}, {"slab_reassign", yn(!o.noSlabReassign)},
 		{"slab_automove", i(o.automove)}, {"slab_automove_ratio", "0.80"}, {"slab_automove_window", "30"},
 		{"slab_chunk_max", i(chunkMax)}, {"lru_crawler", "yes"}, {"lru_crawler_sleep", "100"},

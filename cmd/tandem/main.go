@@ -55,6 +55,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, w := range o.warnings {
 		fmt.Fprintln(stderr, "tandem: warning: "+w)
 	}
+	// The user files are read before daemonizing, so that an error shows.
+	users, err := loadUsers(o)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1 // EXIT_FAILURE, as memcached
+	}
 	if o.daemon && os.Getenv(daemonEnv) == "" {
 		return daemonize(stderr)
 	}
@@ -62,10 +68,43 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tandem: %v\n", err)
 		return 71
 	}
-	return serve(o, stderr)
+	return serve(o, users, stderr)
 }
 
-func serve(o *options, stderr io.Writer) int {
+// authUsers are the users of -S and -Y; nil when the flag is off.
+type authUsers struct {
+	sasl, ascii *server.Users
+}
+
+// loadUsers reads the password files of -S (named by MEMCACHED_SASL_PWDB,
+// as memcached) and -Y. memcached exits with status 1 when it cannot, and
+// so does Tandem (memcached also needs a SASL configuration for -S, and
+// Debian's build ignores MEMCACHED_SASL_PWDB; Tandem has neither quirk).
+func loadUsers(o *options) (authUsers, error) {
+	var u authUsers
+	var err error
+	if o.sasl {
+		path := os.Getenv("MEMCACHED_SASL_PWDB")
+		if path == "" {
+			return u, errors.New("tandem: -S needs MEMCACHED_SASL_PWDB: the path of a file of user:password lines")
+		}
+		if u.sasl, err = server.LoadSASLUsers(path); err != nil {
+			return u, fmt.Errorf("tandem: could not read the SASL password file [%s] (MEMCACHED_SASL_PWDB): %w", path, err)
+		}
+	}
+	if o.authFile != "" {
+		u.ascii, err = server.LoadAuthFile(o.authFile)
+		switch {
+		case errors.Is(err, server.ErrAuthFileMalformed):
+			return u, fmt.Errorf("Authfile [%s] has a malformed entry. Should be 'user:password' (%v)", o.authFile, err)
+		case err != nil:
+			return u, fmt.Errorf("Could not open authfile [%s] for reading: %w", o.authFile, err)
+		}
+	}
+	return u, nil
+}
+
+func serve(o *options, users authUsers, stderr io.Writer) int {
 	if o.threads > 0 {
 		// netpoll's pollers play the role of memcached's worker threads.
 		if err := netpoll.SetNumLoops(o.threads); err != nil {
@@ -118,6 +157,8 @@ func serve(o *options, stderr io.Writer) int {
 		Settings:       o.settings(st.ChunkMax()),
 		Threads:        o.threads,
 		OnShutdown:     func(graceful bool) { stop <- graceful },
+		SASL:           users.sasl,
+		AuthFile:       users.ascii,
 	}, st)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem: %v\n", err)
