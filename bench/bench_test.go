@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestTextEncoders(t *testing.T) {
+	require.Equal(t, "get a bb\r\n", string(appendTextGet(nil, []byte("a"), []byte("bb"))))
+	require.Equal(t, "set k 7 0 3\r\nabc\r\n", string(appendTextSet(nil, []byte("k"), 7, 0, []byte("abc"))))
+	require.Equal(t, "mg k v f k\r\n", string(appendMetaGet(nil, []byte("k"))))
+	require.Equal(t, "ms k 3 F7 T0\r\nabc\r\n", string(appendMetaSet(nil, []byte("k"), 7, 0, []byte("abc"))))
+}
+
+func TestBinaryEncoders(t *testing.T) {
+	get := appendBinaryGet(nil, []byte("key"), 9)
+	require.Equal(t, []byte{
+		0x80, 0x00, 0, 3, 0, 0, 0, 0, // magic, GET, key length 3, no extras
+		0, 0, 0, 3, 0, 0, 0, 9, // body 3, opaque 9
+		0, 0, 0, 0, 0, 0, 0, 0, // CAS
+		'k', 'e', 'y',
+	}, get)
+	set := appendBinarySet(nil, []byte("k"), 0x01020304, 60, []byte("vv"), 1)
+	require.Equal(t, []byte{
+		0x80, 0x01, 0, 1, 8, 0, 0, 0, // magic, SET, key length 1, 8 bytes of extras
+		0, 0, 0, 11, 0, 0, 0, 1, // body 8+1+2, opaque 1
+		0, 0, 0, 0, 0, 0, 0, 0,
+		1, 2, 3, 4, 0, 0, 0, 60, // flags, exptime
+		'k', 'v', 'v',
+	}, set)
+}
+
+// binaryResponse builds a response packet for the parser tests.
+func binaryResponse(op uint8, status uint16, extras, key, value []byte, opaque uint32) []byte {
+	h := appendBinaryHeader(nil, op, len(key), len(extras), len(extras)+len(key)+len(value), opaque)
+	h[0] = binResMagic
+	h[6], h[7] = byte(status>>8), byte(status)
+	h = append(h, extras...)
+	h = append(h, key...)
+	return append(h, value...)
+}
+
+func TestParseReplies(t *testing.T) {
+	type parser func([]byte, *Reply) (int, error)
+	text := ParseTextReply
+	meta := ParseMetaReply
+	bin := func(b []byte, r *Reply) (int, error) { return ParseBinaryReply(b, r, maxValue) }
+	tests := []struct {
+		name  string
+		parse parser
+		in    string
+		kind  ReplyKind
+		key   string
+		value string
+		flags uint32
+		n     int // 0: incomplete
+		err   bool
+	}{
+		{name: "text value", parse: text, in: "VALUE k 5 3\r\nabc\r\nEND\r\n", kind: ReplyValue, key: "k",
+			value: "abc", flags: 5, n: 18},
+		{name: "text value cas", parse: text, in: "VALUE k 0 1 99\r\nx\r\n", kind: ReplyValue, key: "k",
+			value: "x", n: 19},
+		{name: "text end", parse: text, in: "END\r\n", kind: ReplyEnd, n: 5},
+		{name: "text stored", parse: text, in: "STORED\r\n", kind: ReplyStored, n: 8},
+		{name: "text not stored", parse: text, in: "NOT_STORED\r\n", kind: ReplyNotStored, n: 12},
+		{name: "text server error", parse: text, in: "SERVER_ERROR out of memory\r\n", kind: ReplyError, n: 28},
+		{name: "text error", parse: text, in: "ERROR\r\n", kind: ReplyError, n: 7},
+		{name: "text partial line", parse: text, in: "VALUE k 0 3", n: 0},
+		{name: "text partial data", parse: text, in: "VALUE k 0 3\r\nab", n: 0},
+		{name: "text bad terminator", parse: text, in: "VALUE k 0 3\r\nabcXY", err: true},
+		{name: "text garbage", parse: text, in: "HELLO\r\n", err: true},
+		{name: "text bad flags", parse: text, in: "VALUE k x 3\r\nabc\r\n", err: true},
+		{name: "meta value", parse: meta, in: "VA 3 f7 kkey\r\nabc\r\n", kind: ReplyValue, key: "key",
+			value: "abc", flags: 7, n: 19},
+		{name: "meta miss", parse: meta, in: "EN\r\n", kind: ReplyMiss, n: 4},
+		{name: "meta stored", parse: meta, in: "HD\r\n", kind: ReplyStored, n: 4},
+		{name: "meta not stored", parse: meta, in: "NS\r\n", kind: ReplyNotStored, n: 4},
+		{name: "meta client error", parse: meta, in: "CLIENT_ERROR bad data chunk\r\n", kind: ReplyError, n: 29},
+		{name: "meta partial", parse: meta, in: "VA 3 f7\r\nab", n: 0},
+		{name: "meta garbage", parse: meta, in: "VALUE\r\n", err: true},
+		{name: "binary hit", parse: bin,
+			in:   string(binaryResponse(binOpGet, 0, []byte{0, 0, 0, 7}, nil, []byte("abc"), 4)),
+			kind: ReplyValue, value: "abc", flags: 7, n: 24 + 4 + 3},
+		{name: "binary miss", parse: bin, in: string(binaryResponse(binOpGet, 1, nil, nil, []byte("Not found"), 0)),
+			kind: ReplyMiss, n: 24 + 9},
+		{name: "binary stored", parse: bin, in: string(binaryResponse(binOpSet, 0, nil, nil, nil, 0)),
+			kind: ReplyStored, n: 24},
+		{name: "binary not stored", parse: bin, in: string(binaryResponse(binOpSet, 5, nil, nil, nil, 0)),
+			kind: ReplyNotStored, n: 24},
+		{name: "binary error", parse: bin, in: string(binaryResponse(binOpSet, 0x82, nil, nil, []byte("oom"), 0)),
+			kind: ReplyError, n: 27},
+		{name: "binary partial header", parse: bin, in: "\x81\x00\x00", n: 0},
+		{name: "binary partial body", parse: bin,
+			in: string(binaryResponse(binOpGet, 0, []byte{0, 0, 0, 7}, nil, []byte("abc"), 0)[:26]), n: 0},
+		{name: "binary bad magic", parse: bin, in: string(make([]byte, 24)), err: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var r Reply
+			n, err := tc.parse([]byte(tc.in), &r)
+			if tc.err {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.n, n)
+			if n == 0 {
+				return
+			}
+			require.Equal(t, tc.kind, r.Kind)
+			require.Equal(t, tc.key, string(r.Key))
+			require.Equal(t, tc.value, string(r.Value))
+			require.Equal(t, tc.flags, r.Flags)
+		})
+	}
+}
+
+func FuzzParseReplies(f *testing.F) {
+	f.Add([]byte("VALUE k 5 3\r\nabc\r\nEND\r\n"))
+	f.Add([]byte("VA 3 f7 kkey\r\nabc\r\n"))
+	f.Add(binaryResponse(binOpGet, 0, []byte{0, 0, 0, 7}, nil, []byte("abc"), 4))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r Reply
+		for _, parse := range []func([]byte, *Reply) (int, error){ParseTextReply, ParseMetaReply,
+			func(b []byte, r *Reply) (int, error) { return ParseBinaryReply(b, r, maxValue) }} {
+			n, err := parse(b, &r)
+			if n < 0 || n > len(b) || (err != nil && n != 0) {
+				t.Fatalf("n=%d err=%v for %d bytes", n, err, len(b))
+			}
+		}
+	})
+}
+
+func TestValues(t *testing.T) {
+	key := []byte("bench:42")
+	var scratch []byte
+	for ver := uint64(1); ver < 200; ver++ {
+		h := mix(key, ver)
+		size := valueSize(h, 40, 300)
+		require.GreaterOrEqual(t, size, 40)
+		require.LessOrEqual(t, size, 300)
+		v := appendValue(nil, key, ver, h, size)
+		require.Len(t, v, size)
+		require.True(t, verifyValue(key, v, valueFlags(h), 40, 300, &scratch))
+		require.False(t, verifyValue([]byte("bench:43"), v, valueFlags(h), 40, 300, &scratch), "other key")
+		require.False(t, verifyValue(key, v, valueFlags(h)+1, 40, 300, &scratch), "flags")
+		bad := bytes.Clone(v)
+		bad[len(bad)-1] ^= 1
+		require.False(t, verifyValue(key, bad, valueFlags(h), 40, 300, &scratch), "corrupt byte")
+		require.False(t, verifyValue(key, v[:len(v)-1], valueFlags(h), 40, 300, &scratch), "truncated")
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	var out bytes.Buffer
+	cfg, o, err := parseFlags([]string{"-proto", "binary", "-ratio", "1:3", "-value", "10-20",
+		"-compare", "a=x -p {port}", "-compare", "b=y {port}"}, &out)
+	require.NoError(t, err)
+	require.Equal(t, ProtoBinary, cfg.Proto)
+	require.Equal(t, []int{1, 3, 10, 20}, []int{cfg.SetWeight, cfg.GetWeight, cfg.ValueMin, cfg.ValueMax})
+	require.Len(t, o.compare, 2)
+	require.Equal(t, []string{"x", "-p", "{port}"}, o.compare[0].Args)
+	for _, bad := range [][]string{{"-proto", "udp"}, {"-ratio", "3"}, {"-value", "9-1"},
+		{"-compare", "nameonly"}, {"-compare", "a=x -p 1"}} {
+		_, _, err := parseFlags(bad, &out)
+		require.Error(t, err, bad)
+	}
+}
+
+// tandemSpec builds tandem once per test binary run and returns how to
+// start it.
+func tandemSpec(t *testing.T) serverSpec {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tandem")
+	cmd := exec.Command("go", "build", "-o", bin, "../cmd/tandem")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, string(out))
+	spec, err := parseSpec("tandem=" + bin + " -u root -p {port} -l 127.0.0.1 -t 2 -m 64")
+	require.NoError(t, err)
+	return spec
+}
+
+func startTandem(t *testing.T, spec serverSpec) *server {
+	t.Helper()
+	srv, err := startServer(spec, 5*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(srv.stop)
+	return srv
+}
+
+// TestSmoke runs each protocol for well under a second against a real
+// tandem and checks that the instrument works, not how fast anything is.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	spec := tandemSpec(t)
+	srv := startTandem(t, spec)
+	base := Config{
+		Servers: []string{srv.addr}, Conns: 4, Pipeline: 8, SetWeight: 1, GetWeight: 4, MultiGet: 1,
+		Keys: 2000, KeyPrefix: "smoke:", Dist: "uniform", ValueMin: 100, ValueMax: 100,
+		Duration: 700 * time.Millisecond, Warmup: 200 * time.Millisecond, Prefill: true,
+		VerifyFrac: 0.5, ServerPID: srv.cmd.Process.Pid, Seed: 1,
+	}
+	tests := []struct {
+		name   string
+		change func(*Config)
+	}{
+		{"text pipelined", func(c *Config) { c.Proto = ProtoText }},
+		{"meta pipelined", func(c *Config) { c.Proto = ProtoMeta; c.Dist = "zipf"; c.ZipfS = 1.1 }},
+		{"binary pipelined", func(c *Config) { c.Proto = ProtoBinary; c.Dist = "sequential" }},
+		{"text multiget sizes", func(c *Config) {
+			c.MultiGet, c.ValueMin, c.ValueMax, c.Goroutines = 5, 60, 3000, 2
+		}},
+		{"text open loop, shared goroutines", func(c *Config) { c.Rate, c.Goroutines = 4000, 2 }},
+		{"binary open loop", func(c *Config) { c.Proto, c.Rate, c.Pipeline = ProtoBinary, 4000, 1 }},
+		{"meta request count", func(c *Config) { c.Proto, c.Requests, c.Duration = ProtoMeta, 3000, 0 }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := base
+			tc.change(&cfg)
+			res, err := Run(context.Background(), cfg)
+			require.NoError(t, err)
+			checkResult(t, res)
+			if cfg.Requests > 0 {
+				require.Equal(t, cfg.Requests, res.Requests)
+			}
+			if cfg.Rate > 0 {
+				require.NotNil(t, res.SendLag)
+				// Loose: the machine may be busy, but not by a factor of two.
+				require.InDelta(t, cfg.Rate, res.Throughput, cfg.Rate/2)
+			}
+			require.NotNil(t, res.ServerCPU)
+		})
+	}
+}
+
+func checkResult(t *testing.T, res *Result) {
+	t.Helper()
+	require.Positive(t, res.Requests)
+	require.Zero(t, res.ErrorTotal, "%v", res.Errors)
+	require.Zero(t, res.VerifyFailed)
+	require.Positive(t, res.VerifyChecked)
+	require.Positive(t, res.Ops["get"].Hits)
+	for _, name := range []string{"get", "set", "all"} {
+		if res.Ops[name].Requests == 0 {
+			continue
+		}
+		l := res.Ops[name].Latency
+		require.Positive(t, l.P50, name)
+		require.LessOrEqual(t, l.P50, l.P90, name)
+		require.LessOrEqual(t, l.P90, l.P99, name)
+		require.LessOrEqual(t, l.P99, l.P999, name)
+		require.LessOrEqual(t, l.P999, l.Max, name)
+	}
+}
+
+func TestReplicate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers")
+	}
+	spec := tandemSpec(t)
+	a, b := startTandem(t, spec), startTandem(t, spec)
+	cfg := Config{
+		Servers: []string{a.addr, b.addr}, Proto: ProtoText, Conns: 2, Pipeline: 4, SetWeight: 1, GetWeight: 1,
+		MultiGet: 1, Keys: 500, KeyPrefix: "rep:", Dist: "uniform", ValueMin: 100, ValueMax: 100,
+		Duration: 400 * time.Millisecond, Prefill: true, VerifyFrac: 1,
+	}
+	res, err := Run(context.Background(), cfg)
+	require.NoError(t, err)
+	checkResult(t, res)
+	// Every key was written to both: reading the second server alone
+	// must hit everything and verify.
+	cfg.Servers, cfg.SetWeight, cfg.Prefill = []string{b.addr}, 0, false
+	res, err = Run(context.Background(), cfg)
+	require.NoError(t, err)
+	checkResult(t, res)
+	require.Zero(t, res.Ops["get"].Misses)
+}
+
+func TestCompare(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers")
+	}
+	spec := tandemSpec(t)
+	other := spec
+	other.Name = "again"
+	cfg := Config{
+		Proto: ProtoText, Conns: 2, Pipeline: 4, SetWeight: 1, GetWeight: 4, MultiGet: 1, Keys: 500,
+		KeyPrefix: "cmp:", Dist: "uniform", ValueMin: 100, ValueMax: 100, Duration: 300 * time.Millisecond,
+		Prefill: true, VerifyFrac: 0.5,
+	}
+	var log bytes.Buffer
+	c, err := compare(context.Background(), cfg, []serverSpec{spec, other}, 1, 5*time.Second, &log)
+	require.NoError(t, err)
+	require.Len(t, c.Rows, 2)
+	require.Len(t, c.Runs, 2)
+	for _, r := range c.Runs {
+		checkResult(t, r)
+		require.NotNil(t, r.ServerCPU)
+	}
+	var out bytes.Buffer
+	printComparison(&out, c)
+	require.True(t, strings.Contains(out.String(), "again"), out.String())
+}
+
+// TestHotPathAllocs guards the per-request code: encoders, parsers and the
+// value generator and check allocate nothing once buffers have grown.
+func TestHotPathAllocs(t *testing.T) {
+	text := []byte("VALUE bench:1 5 3\r\nabc\r\n")
+	meta := []byte("VA 3 f7 kbench:1\r\nabc\r\n")
+	bin := binaryResponse(binOpGet, 0, []byte{0, 0, 0, 7}, nil, []byte("abc"), 4)
+	key := []byte("bench:1")
+	h := mix(key, 7)
+	value := appendValue(nil, key, 7, h, 100)
+	dst := make([]byte, 0, 4096)
+	scratch := make([]byte, 0, 4096)
+	var r Reply
+	allocs := testing.AllocsPerRun(100, func() {
+		_, _ = ParseTextReply(text, &r)
+		_, _ = ParseMetaReply(meta, &r)
+		_, _ = ParseBinaryReply(bin, &r, maxValue)
+		d := appendTextGet(dst[:0], key, key)
+		d = appendTextSet(d, key, 1, 0, value)
+		d = appendMetaGet(d, key)
+		d = appendMetaSet(d, key, 1, 0, value)
+		d = appendBinaryGet(d, key, 1)
+		_ = appendBinarySet(d, key, 1, 0, value, 2)
+		scratch = appendValue(scratch[:0], key, 7, h, 100)
+		if !verifyValue(key, value, valueFlags(h), 100, 100, &scratch) {
+			t.Fatal("value does not verify")
+		}
+	})
+	require.Zero(t, allocs)
+}
