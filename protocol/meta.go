@@ -1,7 +1,5 @@
 package protocol
 
-import "encoding/base64"
-
 // Meta holds the flags of a meta command (mg, ms, md, ma), parsed as
 // memcached 1.6.18's _meta_flag_preparse does. Flags keeps the flag tokens in
 // request order: replies echo return flags in that order.
@@ -27,8 +25,6 @@ type Meta struct {
 	Delta      uint64 // D (default 1)
 	Opaque     []byte // O, with its letter
 	RawKey     []byte // the key as sent (base64 when Base64)
-
-	keyBuf [MaxKeyLen]byte
 }
 
 func (m Meta) reset() Meta { return Meta{Flags: m.Flags[:0]} }
@@ -106,7 +102,10 @@ func parseMeta(line []byte, r *Request) error {
 		return nil
 	}
 	if len(t) > maxMetaTokens {
-		return ErrMetaTooLong
+		if r.Cmd == CmdMetaGet {
+			return ErrMetaTooLong
+		}
+		return ErrMetaSetTooLong // md and ma say it as ms does
 	}
 	err := r.Meta.preparse(r, t[first:])
 	switch {
@@ -134,6 +133,7 @@ func (m *Meta) preparse(r *Request, flags [][]byte) *ErrorReply {
 	m.Delta = 1
 	var seen [2]uint64
 	var bad *ErrorReply
+	badF := false // a bad F leaves no message of its own (see below)
 	for _, f := range flags {
 		c := f[0]
 		if c >= 127 || seen[c>>6]&(1<<(c&63)) != 0 {
@@ -145,11 +145,10 @@ func (m *Meta) preparse(r *Request, flags [][]byte) *ErrorReply {
 		var err *ErrorReply
 		switch c {
 		case 'b':
-			n, e := base64.StdEncoding.Decode(m.keyBuf[:], r.Key)
-			if e != nil || n == 0 {
+			if n := decodeBase64(r.keyBuffer(), r.Key); n == 0 {
 				err = ErrMetaKeyDecode
 			} else {
-				r.Key = m.keyBuf[:n]
+				r.Key = r.keyBuf[:n]
 				m.Base64 = true
 			}
 		case 'N':
@@ -175,9 +174,7 @@ func (m *Meta) preparse(r *Request, flags [][]byte) *ErrorReply {
 			m.Quiet = true
 		case 'F':
 			v, ok := parseUint32(arg)
-			if !ok {
-				err = ErrFormat
-			}
+			badF = badF || !ok
 			m.Flags32 = v
 		case 'C':
 			v, ok := ParseUint64(arg)
@@ -212,7 +209,75 @@ func (m *Meta) preparse(r *Request, flags [][]byte) *ErrorReply {
 			bad = err
 		}
 	}
+	if bad == nil && badF {
+		// memcached's F sets no error text: the reply is the default one,
+		// unless another flag set its own.
+		return ErrFormat
+	}
 	return bad
+}
+
+// decodeBase64 decodes src into dst as memcached's base64_decode (Jouni
+// Malinen's) does: bytes outside the alphabet are skipped, the alphabet's
+// characters (with '=') must come in groups of four, and decoding stops
+// after the first group with padding. It returns the decoded length, 0 if
+// the input is not acceptable.
+func decodeBase64(dst, src []byte) int {
+	const invalid = 0x80
+	val := func(c byte) byte {
+		switch {
+		case c >= 'A' && c <= 'Z':
+			return c - 'A'
+		case c >= 'a' && c <= 'z':
+			return c - 'a' + 26
+		case c >= '0' && c <= '9':
+			return c - '0' + 52
+		case c == '+':
+			return 62
+		case c == '/':
+			return 63
+		case c == '=':
+			return 0
+		}
+		return invalid
+	}
+	count := 0
+	for _, c := range src {
+		if val(c) != invalid {
+			count++
+		}
+	}
+	if count == 0 || count%4 != 0 || count/4*3 > len(dst) {
+		return 0
+	}
+	var block [4]byte
+	n, pos, pad := 0, 0, 0
+	for _, c := range src {
+		v := val(c)
+		if v == invalid {
+			continue
+		}
+		if c == '=' {
+			pad++
+		}
+		block[n] = v
+		if n++; n < 4 {
+			continue
+		}
+		dst[pos] = block[0]<<2 | block[1]>>4
+		dst[pos+1] = block[1]<<4 | block[2]>>2
+		dst[pos+2] = block[2]<<6 | block[3]
+		pos += 3
+		n = 0
+		if pad > 0 {
+			if pad > 2 {
+				return 0 // invalid padding
+			}
+			pos -= pad
+			break
+		}
+	}
+	return pos
 }
 
 // metaTTL parses a T, N or R token: a 32-bit exptime, as memcached.
@@ -231,11 +296,11 @@ func parseMetaDebug(r *Request, t [][]byte) error {
 	}
 	r.Key, r.Meta.RawKey = t[1], t[1]
 	if len(t) >= 3 && string(t[2]) == "b" {
-		n, err := base64.StdEncoding.Decode(r.Meta.keyBuf[:], t[1])
-		if err != nil || n == 0 {
+		n := decodeBase64(r.keyBuffer(), t[1])
+		if n == 0 {
 			return ErrFormat // me says so, unlike the other meta commands
 		}
-		r.Key = r.Meta.keyBuf[:n]
+		r.Key = r.keyBuf[:n]
 		r.Meta.Base64 = true
 	}
 	return nil

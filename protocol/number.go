@@ -63,8 +63,8 @@ func parseUint32(b []byte) (uint32, bool) {
 	return uint32(n), ok
 }
 
-// parseInt32 is safe_strtol into an int32: strtol's 64-bit range check,
-// then truncation to 32 bits.
+// parseInt32 is safe_strtol into an int32: strtol's 64-bit range check
+// (ERANGE past 2^63-1, or -2^63), then truncation to 32 bits.
 func parseInt32(b []byte) (int32, bool) {
 	i := 0
 	for i < len(b) && isSpace(b[i]) {
@@ -75,13 +75,18 @@ func parseInt32(b []byte) (int32, bool) {
 		neg = b[i] == '-'
 		i++
 	}
+	limit := uint64(1<<63 - 1)
+	if neg {
+		limit = 1 << 63
+	}
 	start := i
 	var n uint64
 	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-		n = n*10 + uint64(b[i]-'0')
-		if (!neg && n > 1<<63-1) || (neg && n > 1<<63) {
-			return 0, false // ERANGE
+		d := uint64(b[i] - '0')
+		if n > (limit-d)/10 {
+			return 0, false // ERANGE, checked before n can wrap
 		}
+		n = n*10 + d
 	}
 	if i == start || (i < len(b) && !isSpace(b[i]) && b[i] != 0) {
 		return 0, false

@@ -125,6 +125,17 @@ type Request struct {
 	SwallowErr *ErrorReply
 
 	toks [][]byte
+	// keyBuf holds a decoded base64 key. Behind a pointer, made on first
+	// use, so that resetting the Request for every parse does not clear
+	// 250 bytes.
+	keyBuf *[MaxKeyLen]byte
+}
+
+func (r *Request) keyBuffer() []byte {
+	if r.keyBuf == nil {
+		r.keyBuf = new([MaxKeyLen]byte)
+	}
+	return r.keyBuf[:]
 }
 
 // Parse reads one command line from the front of buf into r. It returns the
@@ -197,8 +208,8 @@ func tokenize(line []byte, toks [][]byte, max int) [][]byte {
 }
 
 func reset(r *Request) {
-	toks, keys, args, meta := r.toks, r.Keys[:0], r.Args[:0], r.Meta.reset()
-	*r = Request{toks: toks, Keys: keys, Args: args, Meta: meta}
+	toks, keys, args, meta, kb := r.toks, r.Keys[:0], r.Args[:0], r.Meta.reset(), r.keyBuf
+	*r = Request{toks: toks, Keys: keys, Args: args, Meta: meta, keyBuf: kb}
 }
 
 func parseLine(line []byte, r *Request) error {
