@@ -227,6 +227,7 @@ func (c *conn) binStore(r *binRequest, flags uint32) {
 		// add too, so an add with a CAS needs the key present.
 		o.Mode = store.ModeCAS
 	}
+	c.s.detail.record(r.Key, detailSet, false)
 	cas, err := c.s.store.Set(r.Key, r.Value, o)
 	switch err {
 	case nil:
@@ -258,6 +259,7 @@ func (c *conn) binRun(r *binRequest) {
 	case protocol.OpGet, protocol.OpGetK, protocol.OpTouch, protocol.OpGAT, protocol.OpGATK:
 		c.binGet(r)
 	case protocol.OpDelete:
+		c.s.detail.record(r.Key, detailDel, false)
 		switch c.s.store.Delete(r.Key, store.DeleteOptions{CAS: r.CAS}) {
 		case nil:
 			c.binOK(r, 0)
@@ -320,6 +322,7 @@ func (c *conn) binGet(r *binRequest) {
 			c.out = it.AppendValue(c.out)
 		}
 	})
+	c.s.detail.record(r.Key, detailGet, found)
 	if found || err == nil || r.quiet {
 		return
 	}
@@ -382,8 +385,9 @@ func (c *conn) binStats(r *binRequest) {
 	case hasPrefix(k, "detail"):
 		switch sub := k[len("detail"):]; {
 		case hasPrefix(sub, " dump"):
-			w.str("detailed", "END\r\n")
+			w.str("detailed", string(c.s.detail.dump(nil)))
 		case hasPrefix(sub, " on"), hasPrefix(sub, " off"):
+			c.s.detail.on.Store(hasPrefix(sub, " on"))
 		default:
 			c.binError(r, protocol.StatusKeyNotFound)
 			return

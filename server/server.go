@@ -74,6 +74,8 @@ type Config struct {
 	// MaxInput is the most unprocessed input one connection may have
 	// buffered before it is closed. Default 64 MiB.
 	MaxInput int
+	// DetailDelimiter ends a key's prefix for "stats detail" (-D). Default ':'.
+	DetailDelimiter byte
 	// Verbosity is memcached's -v level: 1 errors, 2 also each command.
 	Verbosity int
 	// Log receives verbose output. Default os.Stderr.
@@ -106,6 +108,7 @@ type Server struct {
 	start time.Time
 
 	maxInput int
+	detail   detail
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -143,6 +146,10 @@ func New(cfg Config, st *store.Store) (*Server, error) {
 		cfg.Listen = []string{":11211"}
 	}
 	s := &Server{cfg: cfg, store: st, start: time.Now(), conns: map[*conn]struct{}{}}
+	s.detail.delim = cfg.DetailDelimiter
+	if s.detail.delim == 0 {
+		s.detail.delim = ':'
+	}
 	// One whole item (with its command line) must always fit.
 	s.maxInput = max(cfg.MaxInput, 2*st.ItemSizeMax())
 	s.verbosity.Store(int32(cfg.Verbosity))

@@ -45,10 +45,11 @@ func (c *conn) stats() {
 		if len(a) >= 2 {
 			switch string(a[1]) {
 			case "on", "off":
+				c.s.detail.on.Store(string(a[1]) == "on")
 				c.out = protocol.AppendLine(c.out, "OK")
 				return
 			case "dump":
-				c.out = protocol.AppendLine(c.out, "END")
+				c.out = c.s.detail.dump(c.out)
 				return
 			}
 		}
@@ -119,6 +120,7 @@ func (c *conn) resetStats() {
 	c.s.connYields.Store(0)
 	c.s.authCmds.Store(0)
 	c.s.authErrors.Store(0)
+	c.s.detail.reset() // memcached clears the prefix stats too
 }
 
 func rusage(tv syscall.Timeval) string {

@@ -17,6 +17,7 @@ func (c *conn) dispatch() {
 	case protocol.CmdIncr, protocol.CmdDecr:
 		c.arith()
 	case protocol.CmdDelete:
+		c.s.detail.record(r.Key, detailDel, false)
 		switch c.s.store.Delete(r.Key, store.DeleteOptions{}) {
 		case nil:
 			c.reply("DELETED")
@@ -113,7 +114,8 @@ func (c *conn) retrieve() {
 			c.out = protocol.AppendLine(c.out[:mark], protocol.ErrFormat.Reply)
 			return
 		}
-		_ = c.s.store.Get(k, opts, c.hit)
+		err := c.s.store.Get(k, opts, c.hit)
+		c.s.detail.record(k, detailGet, err == nil)
 	}
 	c.out = append(c.out, "END\r\n"...)
 }
@@ -136,6 +138,7 @@ var storeModes = [...]store.Mode{
 
 func (c *conn) textStore(value []byte) {
 	r := &c.req
+	c.s.detail.record(r.Key, detailSet, false)
 	_, err := c.s.store.Set(r.Key, value, store.SetOptions{
 		Mode: storeModes[r.Cmd], Flags: r.Flags, Exptime: r.Exptime, CAS: r.CAS,
 	})

@@ -173,7 +173,6 @@ func (s diffScript) requestText() []byte {
 var pendingScripts = map[string]string{
 	"watch":               "watch (log streams) is not implemented",
 	"watch-bad":           "watch (log streams) is not implemented",
-	"stats-detail":        "stats detail prefix counters are not implemented",
 	"stats-sizes-tracked": "-o track_sizes is accepted without effect",
 }
 

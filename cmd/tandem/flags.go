@@ -154,6 +154,9 @@ func parseArgs(args []string, errOut io.Writer) (*options, error) {
 	if o.factor <= 1 {
 		return nil, fmt.Errorf("tandem: bad -f %g: must be greater than 1", o.factor)
 	}
+	if len(o.detailDelim) != 1 {
+		return nil, fmt.Errorf("tandem: bad -D %q: one character", o.detailDelim)
+	}
 	if o.chunkMin < 1 {
 		return nil, fmt.Errorf("tandem: bad -n %d: must be positive", o.chunkMin)
 	}
