@@ -108,7 +108,13 @@ func (c *conn) settingsStats(w statWriter) {
 	}
 }
 
-func (c *conn) sizesStats(w statWriter) { w.str("sizes_status", "disabled") }
+// sizesStats prints "stats sizes": items per 32-byte bucket with
+// -o track_sizes, as memcached, or that tracking is off.
+func (c *conn) sizesStats(w statWriter) {
+	if !c.s.store.Sizes(func(size, n int64) { w.uint(strconv.FormatInt(size, 10), uint64(n)) }) {
+		w.str("sizes_status", "disabled")
+	}
+}
 
 // resetStats zeroes the counters "stats reset" resets.
 func (c *conn) resetStats() {

@@ -144,6 +144,9 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 		}
 		vs.ix.remove(s.findRef(vs, uint32(hv>>32), r))
 		vs.c.currItems--
+		if s.sizes != nil {
+			s.trackSize(&h, -1)
+		}
 		s.lruUnlink(l, r)
 		l.count--
 		l.bytes -= int64(s.itemSize(&h))

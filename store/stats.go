@@ -218,3 +218,18 @@ func (s *Store) Started() int64 { return s.epoch }
 
 // ItemSizeMax is the largest item size in bytes (-I).
 func (s *Store) ItemSizeMax() int { return s.cfg.ItemSizeMax }
+
+// Sizes calls fn with each 32-byte size bucket (its upper bound in bytes)
+// that holds items, in ascending order. It reports false when sizes are
+// not tracked (Config.TrackSizes).
+func (s *Store) Sizes(fn func(size, count int64)) bool {
+	if s.sizes == nil {
+		return false
+	}
+	for i := range s.sizes {
+		if n := s.sizes[i].Load(); n > 0 {
+			fn(int64(i)*32, n)
+		}
+	}
+	return true
+}

@@ -105,6 +105,9 @@ type Config struct {
 	// NoAutomove turns off moving pages between classes in Run
 	// (-o slab_automove=0).
 	NoAutomove bool
+	// TrackSizes keeps a histogram of item sizes in 32-byte buckets for
+	// "stats sizes" (-o track_sizes): one atomic add per store and removal.
+	TrackSizes bool
 }
 
 // Observer hears the resulting state of every client mutation, for
@@ -159,6 +162,7 @@ type Store struct {
 	oldestLive atomic.Uint32 // flush_all: items last stored at or before are invalid
 	oldestCAS  atomic.Uint64 // flush_all now: items with a lower CAS are invalid
 
+	sizes      []atomic.Int64 // items per 32-byte size bucket; nil unless TrackSizes
 	tooLarge   atomic.Uint64
 	noAutomove atomic.Bool
 	cmdFlush   atomic.Uint64
@@ -221,6 +225,9 @@ func New(cfg Config) (*Store, error) {
 	// that second 0 never occurs and new items are past the bump interval.
 	s.epoch = s.clock.Now() - bumpInterval - 2
 	s.noAutomove.Store(cfg.NoAutomove)
+	if cfg.TrackSizes {
+		s.sizes = make([]atomic.Int64, cfg.ItemSizeMax/32+2)
+	}
 	s.shards = make([]shard, nShards)
 	s.lrus = make([]lru, s.largest+1)
 	return s, nil
@@ -370,8 +377,18 @@ func (s *Store) itemSize(h *head) int {
 	return n
 }
 
+// trackSize counts an item in or out of the size histogram, by memcached's
+// measure of the item rounded up to 32 bytes, as memcached's stats sizes.
+func (s *Store) trackSize(h *head, delta int64) {
+	b := (s.MemcachedSize(h.klen, h.flags, h.vlen) + 31) / 32
+	s.sizes[min(b, len(s.sizes)-1)].Add(delta)
+}
+
 // remove takes item r out of the index and its LRU and frees it. sh.mu held.
 func (s *Store) remove(sh *shard, slot int, r slab.Ref, h *head) {
+	if s.sizes != nil {
+		s.trackSize(h, -1)
+	}
 	sh.ix.remove(slot)
 	l := &s.lrus[s.slab.ClassOf(r)]
 	l.mu.Lock()
@@ -399,6 +416,13 @@ func (s *Store) release(r slab.Ref, h *head) {
 // not 0, and at the head of its LRU. sh.mu held.
 func (s *Store) link(sh *shard, slot int, old slab.Ref, oh *head, r slab.Ref, h32 uint32, size int) {
 	cls := s.slab.ClassOf(r)
+	if s.sizes != nil {
+		h := s.readHead(r)
+		s.trackSize(&h, 1)
+		if old != 0 {
+			s.trackSize(oh, -1)
+		}
+	}
 	s.setBits(r, bitLinked, 0)
 	if old != 0 {
 		sh.ix.slots[slot] = entry(h32, r)

@@ -427,3 +427,32 @@ func TestDefaultPageSize(t *testing.T) {
 		require.Equal(t, tc.page, defaultPageSize(tc.limit, tc.chunkMax), "limit %d chunk max %d", tc.limit, tc.chunkMax)
 	}
 }
+
+// TestTrackSizes: with TrackSizes the histogram follows stores,
+// replacements, deletes and expiry, in memcached's 32-byte buckets.
+func TestTrackSizes(t *testing.T) {
+	clk := NewClock()
+	s := newTestStore(t, Config{TrackSizes: true, Clock: clk})
+	sizes := func() map[int64]int64 {
+		m := map[int64]int64{}
+		require.True(t, s.Sizes(func(size, n int64) { m[size] = n }))
+		return m
+	}
+	// memcached's size of key "a" (1), value of 100 bytes, no flags, CAS:
+	// 48 + 2 + 102 + 8 = 160, bucket 160.
+	_, err := s.Set([]byte("a"), make([]byte, 100), SetOptions{})
+	require.NoError(t, err)
+	_, err = s.Set([]byte("b"), make([]byte, 100), SetOptions{Exptime: 10})
+	require.NoError(t, err)
+	require.Equal(t, map[int64]int64{160: 2}, sizes())
+	_, err = s.Set([]byte("a"), make([]byte, 200), SetOptions{}) // 260: bucket 288
+	require.NoError(t, err)
+	require.Equal(t, map[int64]int64{160: 1, 288: 1}, sizes())
+	require.NoError(t, s.Delete([]byte("a"), DeleteOptions{}))
+	clk.Advance(10)
+	require.Equal(t, 1, s.Crawl())
+	require.Empty(t, sizes())
+
+	off := newTestStore(t, Config{})
+	require.False(t, off.Sizes(func(int64, int64) {}))
+}

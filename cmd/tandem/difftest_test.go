@@ -171,9 +171,8 @@ func (s diffScript) requestText() []byte {
 // pendingScripts are memcached behaviours Tandem does not have yet, with
 // the reason; docs/compatibility.md lists them too. Nothing else may differ.
 var pendingScripts = map[string]string{
-	"watch":               "watch (log streams) is not implemented",
-	"watch-bad":           "watch (log streams) is not implemented",
-	"stats-sizes-tracked": "-o track_sizes is accepted without effect",
+	"watch":     "watch (log streams) is not implemented",
+	"watch-bad": "watch (log streams) is not implemented",
 }
 
 func TestDifferential(t *testing.T) {

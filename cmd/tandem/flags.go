@@ -41,6 +41,7 @@ type options struct {
 	disableWatch        bool
 	idleTimeout         time.Duration
 	noSlabReassign      bool
+	trackSizes          bool
 	automove            int
 	logfile             string
 	warnings            []string
@@ -258,7 +259,7 @@ func (o *options) parseExtended() error {
 		"lru_crawler": true, "no_lru_crawler": true, "lru_maintainer": true,
 		"no_lru_maintainer": true, "lru_crawler_sleep": true, "lru_crawler_tocrawl": true,
 		"hot_lru_pct": true, "warm_lru_pct": true, "hot_max_factor": true, "warm_max_factor": true,
-		"temporary_ttl": true, "tail_repair_time": true, "read_buf_mem_limit": true, "track_sizes": true,
+		"temporary_ttl": true, "tail_repair_time": true, "read_buf_mem_limit": true,
 		"modern": true, "no_modern": true, "watcher_logbuf_size": true, "worker_logbuf_size": true,
 		"sock_cookie_id": true, "slab_automove_freeratio": true, "slab_automove_window": true,
 		"slab_automove_ratio": true, "inline_ascii_resp": true, "no_inline_ascii_resp": true,
@@ -303,6 +304,8 @@ func (o *options) parseExtended() error {
 					}
 					o.automove = n
 				}
+			case name == "track_sizes":
+				o.trackSizes = true
 			case name == "no_slab_automove":
 				o.automove = 0
 			case name == "slab_reassign":
@@ -429,7 +432,7 @@ func (o *options) settings(chunkMax int) [][2]string {
 		{"warm_lru_pct", "40"}, {"hot_max_factor", "0.20"}, {"warm_max_factor", "2.00"},
 		{"temp_lru", "no"}, {"temporary_ttl", "61"}, {"idle_timeout", i(int(o.idleTimeout / time.Second))},
 		{"watcher_logbuf_size", "262144"}, {"worker_logbuf_size", "65536"}, {"read_buf_mem_limit", "0"},
-		{"track_sizes", "no"}, {"inline_ascii_response", "no"}, {"ext_item_size", "512"},
+		{"track_sizes", yn(o.trackSizes)}, {"inline_ascii_response", "no"}, {"ext_item_size", "512"},
 		{"ext_item_age", "4294967295"}, {"ext_low_ttl", "0"}, {"ext_recache_rate", "2000"},
 		{"ext_wbuf_size", "4194304"}, {"ext_compact_under", "0"}, {"ext_drop_under", "0"},
 		{"ext_max_sleep", "1000000"}, {"ext_max_frag", "0.80"}, {"slab_automove_freeratio", "0.010"},

@@ -123,6 +123,7 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 		NoCAS:        o.noCAS,
 		Clock:        clock,
 		NoAutomove:   o.automove == 0,
+		TrackSizes:   o.trackSizes,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem: %v\n", err)
