@@ -33,3 +33,17 @@ func TestDetail(t *testing.T) {
 	}
 	require.Equal(t, maxPrefixes, len(d.prefixes), "the table is bounded")
 }
+
+// TestDetailSetting: stats settings follows stats detail on and off.
+func TestDetailSetting(t *testing.T) {
+	s := &Server{cfg: Config{Settings: [][2]string{{"detail_enabled", "no"}}}}
+	c := &conn{s: s}
+	setting := func() string {
+		c.out = c.out[:0]
+		c.settingsStats(statWriter{c: c})
+		return string(c.out)
+	}
+	require.Equal(t, "STAT detail_enabled no\r\n", setting())
+	s.detail.on.Store(true)
+	require.Equal(t, "STAT detail_enabled yes\r\n", setting())
+}

@@ -104,6 +104,12 @@ func (w statWriter) end() {
 
 func (c *conn) settingsStats(w statWriter) {
 	for _, kv := range c.s.cfg.Settings {
+		if kv[0] == "detail_enabled" { // follows stats detail on|off
+			kv[1] = "no"
+			if c.s.detail.on.Load() {
+				kv[1] = "yes"
+			}
+		}
 		w.str(kv[0], kv[1])
 	}
 }
