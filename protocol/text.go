@@ -247,11 +247,9 @@ func parseLine(line []byte, r *Request) error {
 		if cmd[0] == 'd' {
 			r.Cmd = CmdDecr
 		}
-		r.NoReply = noreply(t)
-		if len(t[1]) > MaxKeyLen {
-			return ErrFormat
+		if err := keyArg(r, t); err != nil {
+			return err
 		}
-		r.Key = t[1]
 		d, ok := ParseUint64(t[2])
 		if !ok {
 			return ErrDelta
@@ -263,11 +261,9 @@ func parseLine(line []byte, r *Request) error {
 			return ErrUnknown
 		}
 		r.Cmd = CmdDelete
-		r.NoReply = noreply(t)
-		if len(t[1]) > MaxKeyLen {
-			return ErrFormat
+		if err := keyArg(r, t); err != nil {
+			return err
 		}
-		r.Key = t[1]
 		// memcached accepts a legacy "0" time, and nothing else, before an
 		// optional noreply.
 		if n > 2 {
@@ -282,11 +278,9 @@ func parseLine(line []byte, r *Request) error {
 			return ErrUnknown
 		}
 		r.Cmd = CmdTouch
-		r.NoReply = noreply(t)
-		if len(t[1]) > MaxKeyLen {
-			return ErrFormat
+		if err := keyArg(r, t); err != nil {
+			return err
 		}
-		r.Key = t[1]
 		e, ok := parseInt32(t[2])
 		if !ok {
 			return ErrExptime
@@ -352,6 +346,18 @@ var map5 = map[string]Command{
 	"set": CmdSet, "add": CmdAdd, "replace": CmdReplace, "append": CmdAppend, "prepend": CmdPrepend,
 }
 
+// keyArg takes noreply and the key (the second token) of a text command,
+// in memcached's order: noreply is decided first, so even the error for a
+// key over 250 bytes goes unanswered on a noreply line.
+func keyArg(r *Request, t [][]byte) error {
+	r.NoReply = noreply(t)
+	if len(t[1]) > MaxKeyLen {
+		return ErrFormat
+	}
+	r.Key = t[1]
+	return nil
+}
+
 // noreply: memcached looks only at the last token.
 func noreply(t [][]byte) bool { return string(t[len(t)-1]) == "noreply" }
 
@@ -359,11 +365,9 @@ func noreply(t [][]byte) bool { return string(t[len(t)-1]) == "noreply" }
 // line are answered without reading the data block (which memcached then
 // parses as a command), except a value too large, which is swallowed.
 func parseStorage(r *Request, t [][]byte, cas bool) error {
-	r.NoReply = noreply(t)
-	if len(t[1]) > MaxKeyLen {
-		return ErrFormat
+	if err := keyArg(r, t); err != nil {
+		return err
 	}
-	r.Key = t[1]
 	flags, ok1 := parseUint32(t[2])
 	exp, ok2 := parseInt32(t[3])
 	vlen, ok3 := parseInt32(t[4])

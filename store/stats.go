@@ -176,10 +176,9 @@ func (s *Store) ChunkMax() int { return s.chunkMax }
 // metadump".
 type DumpEntry struct {
 	Key        []byte // aliases slab memory: valid only during the callback
-	BinaryKey  bool
-	Len        int   // value length
-	Exptime    int64 // unix seconds, 0 for never
-	LastAccess int64 // unix seconds of the last store or bump
+	Len        int    // value length
+	Exptime    int64  // unix seconds, 0 for never
+	LastAccess int64  // unix seconds of the last store or bump
 	CAS        uint64
 	Fetched    bool
 	Class      int
@@ -202,7 +201,7 @@ func (s *Store) Dump(cls, limit int, fn func(DumpEntry) bool) {
 		h := s.readHead(r)
 		key := s.slab.Bytes(r, h.keyOff+h.klen)[h.keyOff:]
 		if !fn(DumpEntry{
-			Key: key, BinaryKey: h.bits&bitBinaryKey != 0, Len: h.vlen,
+			Key: key, Len: h.vlen,
 			Exptime: s.unix(h.exp), LastAccess: s.unix(h.time), CAS: h.cas,
 			Fetched: h.bits&bitFetched != 0, Class: cls,
 			Size: s.MemcachedSize(h.klen, h.flags, h.vlen),

@@ -253,9 +253,6 @@ func defaultPageSize(limit int64, chunkMax int) int {
 // Close releases the slab memory. No method may be called during or after it.
 func (s *Store) Close() error { return s.slab.Close() }
 
-// Clock returns the store's clock.
-func (s *Store) Clock() *Clock { return s.clock }
-
 func (s *Store) now() uint32 { return uint32(s.clock.Now() - s.epoch) }
 
 // realtime converts a memcached exptime to store seconds: 0 is never, up to
@@ -765,9 +762,6 @@ func (it Item) Exptime() int64 { return it.s.unix(it.h.exp) }
 
 // Class is the item's slab class (of its head chunk).
 func (it Item) Class() int { return it.s.slab.ClassOf(it.ref) }
-
-// Size is the memory the item takes in slab chunks.
-func (it Item) Size() int { return it.s.itemSize(&it.h) }
 
 // GetOptions changes what Get does besides reading.
 type GetOptions struct {
