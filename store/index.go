@@ -132,3 +132,12 @@ func (ix *index) lookup(h32 uint32, match func(slab.Ref) bool) int {
 
 // bytes is the memory the table takes.
 func (ix *index) bytes() int { return len(ix.slots) * 8 }
+
+// each calls fn with every ref in the index. fn must not change the index.
+func (ix *index) each(fn func(slab.Ref)) {
+	for _, e := range ix.slots {
+		if e != 0 {
+			fn(slab.Ref(uint32(e)))
+		}
+	}
+}

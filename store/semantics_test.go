@@ -1569,7 +1569,7 @@ func (r *recorder) Deleted(key []byte, cas uint64) {
 	r.events = append(r.events, obsEvent{kind: "deleted", key: string(key), cas: cas})
 }
 
-func (r *recorder) Flushed(at int64) {
+func (r *recorder) Flushed(at int64, _ uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, obsEvent{kind: "flushed", at: at})
@@ -1649,7 +1649,7 @@ func TestSemObserver(t *testing.T) {
 			op: func(t *testing.T, s *store.Store) uint64 {
 				cas := peek(t, s, "k").CAS
 				require.NoError(t, s.Delete([]byte("k"), store.DeleteOptions{}))
-				return cas
+				return cas + 1 // the deletion's version: the next CAS
 			},
 			want: func(c uint64) []obsEvent { return []obsEvent{{kind: "deleted", key: "k", cas: c}} }},
 		{name: "delete invalidate is a store",

@@ -117,20 +117,35 @@ type Config struct {
 type Observer interface {
 	// Stored reports the key's new state. The Item is valid only during the call.
 	Stored(it Item)
-	// Deleted reports that a client deleted key; cas was its last CAS.
+	// Deleted reports that a client deleted key; cas is the deletion's
+	// version, above the deleted item's CAS.
 	Deleted(key []byte, cas uint64)
-	// Flushed reports flush_all: items stored before unix second at (or,
-	// when at is now, before the call) are invalid.
-	Flushed(at int64)
+	// Flushed reports flush_all: items stored before unix second at are
+	// invalid and, when cas is not 0 (a flush now, with CAS on), so are
+	// items whose CAS is below cas.
+	Flushed(at int64, cas uint64)
+}
+
+// Versioner, when the Observer also implements it, makes the store a
+// replica: NextCAS supplies every CAS the store hands out (a version that
+// must grow with every call and be unique across the replica group), a
+// touch gives the item a new CAS so that its new exptime is a newer state,
+// and deletions leave tombstones so that Apply refuses older states of a
+// deleted key.
+type Versioner interface {
+	NextCAS() uint64
 }
 
 type shard struct {
-	mu   sync.Mutex
-	ix   index
-	pin  slab.Ref   // item the running operation still needs: never evicted
-	refs []slab.Ref // scratch for allocating chains
-	c    shardCounters
-	_    [64]byte // keep neighbouring shards' locks off this cache line
+	mu  sync.Mutex
+	ix  index
+	pin slab.Ref // item the running operation still needs: never evicted
+	// tombs are the versions of recently deleted keys, kept only when the
+	// store is a replica (see Versioner and tomb.go).
+	tombs map[string]tomb
+	refs  []slab.Ref // scratch for allocating chains
+	c     shardCounters
+	_     [64]byte // keep neighbouring shards' locks off this cache line
 }
 
 // shardCounters are guarded by the shard lock.
@@ -154,6 +169,7 @@ type Store struct {
 	chunkMax int // size of the largest class
 	largest  int // the largest class
 	obs      Observer
+	ver      Versioner // obs as a Versioner, or nil
 
 	shards []shard
 	lrus   []lru // by class
@@ -201,6 +217,12 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store: chunk min %d must be positive", cfg.ChunkMin)
 	}
 	s := &Store{cfg: cfg, useCAS: !cfg.NoCAS, obs: cfg.Observer, clock: cfg.Clock}
+	if v, ok := cfg.Observer.(Versioner); ok {
+		if cfg.NoCAS {
+			return nil, errors.New("store: a replica needs CAS; it cannot run with CAS off")
+		}
+		s.ver = v
+	}
 	s.hdr = baseHdr
 	if s.useCAS {
 		s.hdr += 8
@@ -284,6 +306,9 @@ func (s *Store) unix(rel uint32) int64 {
 func (s *Store) nextCAS() uint64 {
 	if !s.useCAS {
 		return 0
+	}
+	if s.ver != nil {
+		return s.ver.NextCAS()
 	}
 	return s.cas.Add(1)
 }
@@ -678,15 +703,21 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 		slot = s.findRef(sh, h32, old)
 	}
 	s.link(sh, slot, old, &oh, refs[0], h32, l.size())
-	s.observe(refs[0], now)
+	if o.Mode != modeApply {
+		s.observe(sh, refs[0], now)
+	}
 	return cas, nil
 }
 
 // observe reports item r's state to the observer, if there is one.
-func (s *Store) observe(r slab.Ref, now uint32) {
+func (s *Store) observe(sh *shard, r slab.Ref, now uint32) {
 	if s.obs != nil {
 		h := s.readHead(r)
-		s.obs.Stored(s.view(r, &h, now))
+		it := s.view(r, &h, now)
+		if sh.tombs != nil {
+			delete(sh.tombs, string(it.Key()))
+		}
+		s.obs.Stored(it)
 	}
 }
 
@@ -821,7 +852,7 @@ func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
 		}
 		s.link(sh, -1, 0, nil, refs[0], h32, l.size())
 		r, h, created = refs[0], s.readHead(refs[0]), true
-		s.observe(r, now)
+		s.observe(sh, r, now)
 	}
 	it := s.view(r, &h, now)
 	it.Created = created
@@ -835,6 +866,12 @@ func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
 	if o.Touch {
 		h.exp = s.realtime(o.Exptime, now)
 		s.setExp(r, h.exp)
+		if s.ver != nil && !created {
+			// A replica's new exptime must be a newer version.
+			h.cas = s.ver.NextCAS()
+			s.setCAS(r, h.cas)
+			it.h.cas, it.CAS = h.cas, h.cas
+		}
 		it.h.exp = h.exp
 		it.TTL = ttl(h.exp, now)
 		s.lrus[s.slab.ClassOf(r)].touchHits.Add(1)
@@ -856,7 +893,7 @@ func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
 		s.bump(r, &h, now)
 	}
 	if o.Touch && !created {
-		s.observe(r, now)
+		s.observe(sh, r, now)
 	}
 	fn(it)
 	return nil
@@ -912,7 +949,7 @@ func (s *Store) Delete(key []byte, o DeleteOptions) error {
 		}
 		s.setBits(r, bitStale, bitTokenSent)
 		s.setCAS(r, cas)
-		s.observe(r, now)
+		s.observe(sh, r, now)
 	case o.KeepItem:
 		refs, l, own, err := s.newItem(sh, r, key, h.flags, 0, h.exp, now, cas)
 		if err != nil {
@@ -922,11 +959,14 @@ func (s *Store) Delete(key []byte, o DeleteOptions) error {
 			slot = s.findRef(sh, h32, r)
 		}
 		s.link(sh, slot, r, &h, refs[0], h32, l.size())
-		s.observe(refs[0], now)
+		s.observe(sh, refs[0], now)
 	default:
 		s.remove(sh, slot, r, &h)
 		if s.obs != nil {
-			s.obs.Deleted(key, h.cas)
+			if s.ver != nil {
+				s.bury(sh, key, cas, now)
+			}
+			s.obs.Deleted(key, cas)
 		}
 	}
 	s.lrus[cls].deleteHits.Add(1)
@@ -996,7 +1036,7 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 		w := valueWriter{s: s, refs: refs, l: l}
 		w.write(digits)
 		s.link(sh, -1, 0, nil, refs[0], h32, l.size())
-		s.observe(refs[0], now)
+		s.observe(sh, refs[0], now)
 		return ArithResult{Value: o.Initial, CAS: cas, TTL: ttl(exp, now), Created: true}, nil
 	}
 	if h.vlen == 0 || h.bits&bitChained != 0 {
@@ -1036,7 +1076,7 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 		s.setCAS(r, cas)
 		s.setExp(r, exp)
 		s.refresh(r, &h, now) // memcached's do_item_update
-		s.observe(r, now)
+		s.observe(sh, r, now)
 		return ArithResult{Value: n, CAS: cas, TTL: ttl(exp, now)}, nil
 	}
 	refs, l, own, err := s.newItem(sh, r, key, h.flags, len(digits), exp, now, cas)
@@ -1049,7 +1089,7 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 		slot = s.findRef(sh, h32, r)
 	}
 	s.link(sh, slot, r, &h, refs[0], h32, l.size())
-	s.observe(refs[0], now)
+	s.observe(sh, refs[0], now)
 	return ArithResult{Value: n, CAS: cas, TTL: ttl(exp, now)}, nil
 }
 
@@ -1063,23 +1103,45 @@ func (s *Store) FlushAll(delay int64) {
 		oldest = s.realtime(delay, now)
 	}
 	s.cmdFlush.Add(1)
+	var cas uint64
 	if s.useCAS {
 		s.oldestLive.Store(oldest - 1)
 		if oldest-1 <= now {
-			s.oldestCAS.Store(s.nextCAS())
+			cas = s.nextCAS()
+			s.oldestCAS.Store(cas)
 		}
 	} else {
 		s.oldestLive.Store(oldest)
 	}
 	if s.obs != nil {
-		s.obs.Flushed(s.unix(oldest))
+		s.obs.Flushed(s.unix(oldest), cas)
 	}
 }
 
-// Apply installs a state received from a replication peer if its CAS is
-// higher than the local item's (or the key is absent). exptime is absolute
-// unix seconds, 0 for never. It reports whether the state was installed.
-func (s *Store) Apply(key, value []byte, flags uint32, exptime int64, cas uint64) (bool, error) {
+// ApplyFlush is a flush_all received from a replication peer: at and cas
+// are what the peer's Observer heard.
+func (s *Store) ApplyFlush(at int64, cas uint64) {
+	now := s.now()
+	oldest := now
+	if at > s.unix(now) {
+		oldest = s.realtime(at, now)
+	}
+	if s.useCAS {
+		s.oldestLive.Store(oldest - 1)
+		if cas != 0 && cas > s.oldestCAS.Load() {
+			s.oldestCAS.Store(cas)
+		}
+	} else {
+		s.oldestLive.Store(oldest)
+	}
+}
+
+// ApplyState installs a state received from a replication peer if its CAS
+// is higher than the local item's and than the key's tombstone, if any.
+// exptime is absolute unix seconds, 0 for never; binaryKey is the item's
+// meta b bit. It reports whether the state was installed; a refused older
+// state is not an error.
+func (s *Store) ApplyState(key, value []byte, flags uint32, exptime int64, cas uint64, binaryKey bool) (bool, error) {
 	if len(key) == 0 || len(key) > MaxKeyLen {
 		return false, ErrBadKey
 	}
@@ -1094,15 +1156,23 @@ func (s *Store) Apply(key, value []byte, flags uint32, exptime int64, cas uint64
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	_, err := s.set(sh, h32, key, value, &SetOptions{Mode: modeApply, Flags: flags, NewCAS: cas}, exp, now)
+	if t, ok := sh.tombs[string(key)]; ok {
+		if t.cas >= cas {
+			return false, nil
+		}
+		delete(sh.tombs, string(key))
+	}
+	_, err := s.set(sh, h32, key, value, &SetOptions{Mode: modeApply, Flags: flags, NewCAS: cas, BinaryKey: binaryKey}, exp, now)
 	if errors.Is(err, ErrExists) {
 		return false, nil
 	}
 	return err == nil, err
 }
 
-// ApplyDelete removes key if its CAS is not above cas, for a deletion
-// received from a replication peer. It reports whether an item was removed.
+// ApplyDelete removes key if its CAS is below cas, for a deletion received
+// from a replication peer, and (on a replica) leaves a tombstone so that an
+// older state arriving later is refused. It reports whether an item was
+// removed.
 func (s *Store) ApplyDelete(key []byte, cas uint64) bool {
 	if len(key) == 0 || len(key) > MaxKeyLen {
 		return false
@@ -1112,7 +1182,13 @@ func (s *Store) ApplyDelete(key []byte, cas uint64) bool {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	slot, r, h := s.live(sh, key, h32, now)
-	if r == 0 || h.cas > cas {
+	if r != 0 && h.cas >= cas {
+		return false
+	}
+	if s.ver != nil {
+		s.bury(sh, key, cas, now)
+	}
+	if r == 0 {
 		return false
 	}
 	s.remove(sh, slot, r, &h)

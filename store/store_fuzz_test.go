@@ -323,7 +323,7 @@ func (o *fuzzObserver) Deleted(key []byte, cas uint64) {
 	o.events = append(o.events, fuzzEvent{kind: "deleted", key: string(key), cas: cas})
 }
 
-func (o *fuzzObserver) Flushed(at int64) {
+func (o *fuzzObserver) Flushed(at int64, _ uint64) {
 	o.events = append(o.events, fuzzEvent{kind: "flushed", exptime: at})
 }
 
@@ -411,7 +411,15 @@ func (h *fuzzHarness) step(r *fuzzReader, n int) {
 		want := h.m.delete(key, cas)
 		h.checkErr("delete", key, want, h.s.Delete(key, DeleteOptions{CAS: cas}))
 		if want == nil {
-			h.want = append(h.want, fuzzEvent{kind: "deleted", key: string(key), cas: old.cas})
+			// The deletion's version is a new CAS, above the item's.
+			cas := old.cas
+			if ev := h.obs.events; len(ev) == 1 && ev[0].kind == "deleted" && (ev[0].cas > old.cas || !h.m.useCAS) {
+				cas = ev[0].cas
+				if h.m.useCAS {
+					h.newCAS(cas)
+				}
+			}
+			h.want = append(h.want, fuzzEvent{kind: "deleted", key: string(key), cas: cas})
 		}
 	case fopIncr, fopDecr:
 		key, d := decodeKey(r.next()), fuzzDeltas[r.next()%16]
