@@ -14,5 +14,6 @@ require (
 require (
 	github.com/bytedance/gopkg v0.1.1 // indirect
 	github.com/cloudwego/gopkg v0.1.4 // indirect
+	github.com/hashicorp/go-msgpack/v2 v2.1.5 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 )

@@ -71,6 +71,7 @@ const (
 	StatusAuthContinue   = 0x21 // SASL: send the next message with SASL_STEP
 	StatusUnknownCommand = 0x81
 	StatusNoMemory       = 0x82
+	StatusTempFailure    = 0x86 // memcached's ETMPFAIL: used for a write replication could not acknowledge
 )
 
 // StatusText is the body memcached sends with an error status when it has

@@ -152,6 +152,26 @@ func (c *conn) processBinary(buf []byte) (used, want int) {
 	if !ok {
 		return c.binInvalid(&r, buf)
 	}
+	mark := len(c.out)
+	if c.s.repl != nil && binaryWrite(r.op) {
+		if err := c.s.repl.Writable(); err != nil {
+			c.binErrorMsg(&r, protocol.StatusTempFailure, err.Error())
+			c.swallow = vlen
+			return head, 0
+		}
+		used, want = c.binWrite(&r, buf, head, vlen)
+		if want == 0 {
+			c.wrote(mark, &r)
+		}
+		return used, want
+	}
+	return c.binWrite(&r, buf, head, vlen)
+}
+
+// binWrite runs a request whose lengths were checked: storage commands once
+// their value is buffered, the others at once.
+func (c *conn) binWrite(r *binRequest, buf []byte, head, vlen int) (used, want int) {
+	ext, key := int(r.ExtLen), int(r.KeyLen)
 	switch r.op {
 	case protocol.OpSet, protocol.OpAdd, protocol.OpReplace, protocol.OpAppend, protocol.OpPrepend:
 		var flags uint32
@@ -165,7 +185,7 @@ func (c *conn) processBinary(buf []byte) (used, want int) {
 				// stale value behind.
 				_ = c.s.store.Delete(r.Key, store.DeleteOptions{})
 			}
-			c.binError(&r, protocol.StatusTooLarge)
+			c.binError(r, protocol.StatusTooLarge)
 			c.swallow = vlen
 			return head, 0
 		}
@@ -173,10 +193,10 @@ func (c *conn) processBinary(buf []byte) (used, want int) {
 		if err != nil { // ErrNeedMore: TooLarge bounds the value
 			return 0, n
 		}
-		c.binStore(&r, flags)
+		c.binStore(r, flags)
 		return n, 0
 	}
-	c.binRun(&r)
+	c.binRun(r)
 	return head, 0
 }
 

@@ -51,6 +51,12 @@ type conn struct {
 	hit     func(store.Item)
 	metaHit func(store.Item)
 	withCAS bool
+
+	// Replication (see repl.go): the newest write whose reply waits for
+	// the peers, and where the writes' replies are in out.
+	replSeq   uint64
+	replMarks []replMark
+	replOut   []byte
 }
 
 func newConn(s *Server, nc netpoll.Connection) *conn {
@@ -164,15 +170,24 @@ func (c *conn) one(buf []byte) (used, want int) {
 	}
 	mark := len(c.out)
 	c.retrieval = err == nil && c.req.Cmd.IsRetrieval()
+	write := c.s.repl != nil && err == nil && textWrite(&c.req)
 	switch {
 	case err != nil:
 		used = n
 		c.replyError(err)
+	case write && c.refuseWrite():
+		used, want = n, 0
+		if c.req.Cmd.IsStorage() {
+			used, want = c.storage(buf, n)
+		}
 	case c.req.Cmd.IsStorage():
 		used, want = c.storage(buf, n)
 	default:
 		used = n
 		c.dispatch()
+	}
+	if write && want == 0 {
+		c.wrote(mark, nil)
 	}
 	if want == 0 && c.s.verbosity.Load() >= 2 {
 		c.logExchange(buf[:n], c.out[mark:])
@@ -268,6 +283,9 @@ func (c *conn) storageFlags() uint32 {
 // its side, as "nc -N" does), while memcached still answers such a client.
 // netpoll's writer is used only to wait when the socket buffer is full.
 func (c *conn) flush() {
+	if c.replSeq != 0 {
+		c.settle()
+	}
 	if len(c.out) == 0 || c.udp {
 		return
 	}

@@ -92,10 +92,33 @@ type Config struct {
 	// refused until a connection authenticates. Set Protocol to binary
 	// with it, as memcached does.
 	SASL *Users
+	// Replicator, if set, makes every write wait for the replication peers
+	// before its reply goes out (package replication). Nil: replication
+	// is off and costs one nil check per write.
+	Replicator Replicator
 	// AuthFile, if set, turns on ascii authentication against these users
 	// (-Y): a text connection must first send an auth set. Set Protocol to
 	// ascii with it, as memcached does.
 	AuthFile *Users
+}
+
+// Replicator is what the server needs of replication. It is an interface
+// so that server does not import replication: cmd wires the two.
+type Replicator interface {
+	// Head is the sequence number of the newest write handed to the
+	// peers; a write whose store call has returned is at or below it.
+	Head() uint64
+	// Wait blocks until the writes up to seq satisfy the ack rule, or
+	// returns an error that says why they cannot; the reply to such a
+	// write becomes a SERVER_ERROR with it.
+	Wait(seq uint64) error
+	// Writable returns an error when a write would not be acknowledged
+	// now (quorum lost): the write is then refused without applying it.
+	Writable() error
+	// Summary lists the repl_* fields of "stats".
+	Summary(fn func(name, value string))
+	// Stats lists the lines of "stats replication".
+	Stats(fn func(name, value string))
 }
 
 // Server serves the memcached protocols for one store.
@@ -109,6 +132,7 @@ type Server struct {
 
 	maxInput int
 	detail   detail
+	repl     Replicator // cfg.Replicator; nil when replication is off
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -145,7 +169,7 @@ func New(cfg Config, st *store.Store) (*Server, error) {
 	if len(cfg.Listen) == 0 && cfg.UnixSocket == "" {
 		cfg.Listen = []string{":11211"}
 	}
-	s := &Server{cfg: cfg, store: st, start: time.Now(), conns: map[*conn]struct{}{}}
+	s := &Server{cfg: cfg, store: st, start: time.Now(), conns: map[*conn]struct{}{}, repl: cfg.Replicator}
 	s.detail.delim = cfg.DetailDelimiter
 	if s.detail.delim == 0 {
 		s.detail.delim = ':'

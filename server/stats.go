@@ -34,6 +34,12 @@ func (c *conn) stats() {
 		c.sizesStats(w)
 	case "conns":
 		c.connStats(w)
+	case "replication":
+		if c.s.repl == nil {
+			c.out = protocol.AppendLine(c.out, "ERROR")
+			return
+		}
+		c.s.repl.Stats(w.str)
 	case "reset":
 		c.resetStats()
 		c.out = protocol.AppendLine(c.out, "RESET")
@@ -233,6 +239,9 @@ func (c *conn) generalStats(w statWriter) {
 	for _, n := range []string{"lrutail_reflocked", "moves_to_cold", "moves_to_warm",
 		"moves_within_lru", "direct_reclaims", "lru_bumps_dropped"} {
 		w.uint(n, 0)
+	}
+	if s.repl != nil {
+		s.repl.Summary(w.str)
 	}
 }
 

@@ -37,6 +37,9 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 		s.bytesRead.Add(uint64(n))
 		c.reset(payload[0] == binaryMagic)
 		c.process(payload)
+		if c.replSeq != 0 {
+			c.settle()
+		}
 		reply := c.out
 		if len(reply) > n && !c.retrieval {
 			s.udpDropped.Add(1)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"github.com/tandemcache/tandem/replication"
 )
 
 // options are the parsed command line.
@@ -50,6 +51,15 @@ type options struct {
 	sasl                bool   // -S
 	authFile            string // -Y
 	rawListen, extended []string
+
+	// Replication (Tandem's own, long options only).
+	peers          []string
+	replListen     string
+	nodeID         string
+	replGroup      string
+	replAck        string
+	replTimeout    time.Duration
+	replSecretFile string
 }
 
 var errHelpShown = errors.New("help shown")
@@ -94,6 +104,15 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 	fs.StringArrayVarP(&o.extended, "extended", "o", nil, "comma-separated extended options, see below")
 	fs.String("config", "", "read options from a file in /etc/memcached.conf format")
 
+	// Replication: Tandem's own options, long names only.
+	fs.StringSliceVar(&o.peers, "peers", nil, "replication peers, HOST:PORT[,HOST:PORT...] (none: replication off)")
+	fs.StringVar(&o.replListen, "repl-listen", "", "this node's replication address, HOST:PORT")
+	fs.StringVar(&o.nodeID, "node-id", "", "this node's name in the group (default: --repl-listen)")
+	fs.StringVar(&o.replGroup, "repl-group", "tandem", "replica group name; peers of another group are refused")
+	fs.StringVar(&o.replAck, "repl-ack", "all", "when a write is acknowledged: all (every in-sync peer has it), quorum (a majority of the group) or async")
+	fs.DurationVar(&o.replTimeout, "repl-timeout", 500*time.Millisecond, "how long a write waits for a peer before the peer is marked out of sync")
+	fs.StringVar(&o.replSecretFile, "repl-secret-file", "", "file holding the shared secret peers must prove")
+
 	// memcached options with no effect in Tandem yet: accepted, warned.
 	for _, f := range []struct{ long, short, why string }{
 		{"enable-largepages", "L", "large pages are not supported; ignored"},
@@ -131,6 +150,9 @@ func parseArgs(args []string, errOut io.Writer) (*options, error) {
 	}
 	if o.help || o.version || o.license {
 		return o, nil
+	}
+	if err := o.checkReplication(); err != nil {
+		return nil, err
 	}
 	fs.Visit(func(f *pflag.Flag) {
 		if why, ok := unsupported[f.Name]; ok {
@@ -475,4 +497,33 @@ func usage(w io.Writer) {
   no_slab_automove         same as slab_automove=0
   Other memcached -o options are accepted and ignored with a warning.
 `)
+}
+
+// checkReplication validates the replication options together.
+func (o *options) checkReplication() error {
+	if len(o.peers) == 0 {
+		for _, f := range []struct{ name, v string }{{"repl-listen", o.replListen}, {"node-id", o.nodeID}, {"repl-secret-file", o.replSecretFile}} {
+			if f.v != "" {
+				return fmt.Errorf("tandem: --%s needs --peers (replication is off without peers)", f.name)
+			}
+		}
+		return nil
+	}
+	switch {
+	case o.replListen == "":
+		return errors.New("tandem: --peers needs --repl-listen, this node's replication address")
+	case o.noCAS:
+		return errors.New("tandem: replication needs CAS: -C cannot be used with --peers")
+	case o.replTimeout <= 0:
+		return fmt.Errorf("tandem: bad --repl-timeout %v: must be positive", o.replTimeout)
+	}
+	if _, err := replication.ParseAckRule(o.replAck); err != nil {
+		return fmt.Errorf("tandem: bad --repl-ack %q: all, quorum or async", o.replAck)
+	}
+	for _, p := range append([]string{o.replListen}, o.peers...) {
+		if _, _, err := net.SplitHostPort(p); err != nil {
+			return fmt.Errorf("tandem: bad replication address %q: HOST:PORT", p)
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cloudwego/netpoll"
+	"github.com/tandemcache/tandem/replication"
 	"github.com/tandemcache/tandem/server"
 	"github.com/tandemcache/tandem/store"
 )
@@ -112,8 +114,13 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 			return 71
 		}
 	}
+	repl, err := newReplicator(o, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem: %v\n", err)
+		return 71
+	}
 	clock := store.NewClock()
-	st, err := store.New(store.Config{
+	scfg := store.Config{
 		MemoryLimit:  o.memory,
 		ItemSizeMax:  o.itemMax,
 		ChunkMin:     o.chunkMin,
@@ -124,7 +131,11 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 		Clock:        clock,
 		NoAutomove:   o.automove == 0,
 		TrackSizes:   o.trackSizes,
-	})
+	}
+	if repl != nil {
+		scfg.Observer = repl // not a typed nil: replication off leaves it unset
+	}
+	st, err := store.New(scfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem: %v\n", err)
 		return 71
@@ -139,7 +150,7 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 	go st.Run(ctx)
 
 	stop := make(chan bool, 1)
-	srv, err := server.New(server.Config{
+	scfgSrv := server.Config{
 		Listen:          o.listen,
 		UDPPort:         o.udpPort,
 		UnixSocket:      o.unixSocket,
@@ -161,7 +172,16 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 		OnShutdown:      func(graceful bool) { stop <- graceful },
 		SASL:            users.sasl,
 		AuthFile:        users.ascii,
-	}, st)
+	}
+	if repl != nil {
+		if err := repl.Start(st); err != nil {
+			fmt.Fprintf(stderr, "tandem: %v\n", err)
+			return 71
+		}
+		defer repl.Close()
+		scfgSrv.Replicator = repl
+	}
+	srv, err := server.New(scfgSrv, st)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem: %v\n", err)
 		return 71
@@ -207,4 +227,35 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 		scancel()
 	}
 	return 0
+}
+
+// newReplicator builds the replication side from the --peers options, or
+// returns nil when replication is off.
+func newReplicator(o *options, stderr io.Writer) (*replication.Replicator, error) {
+	if len(o.peers) == 0 {
+		return nil, nil
+	}
+	ack, _ := replication.ParseAckRule(o.replAck) // checked by parseArgs
+	cfg := replication.Config{
+		Listen:  o.replListen,
+		Peers:   o.peers,
+		NodeID:  o.nodeID,
+		Group:   o.replGroup,
+		Ack:     ack,
+		Timeout: o.replTimeout,
+	}
+	if o.verbose > 0 {
+		cfg.Log = stderr
+	}
+	if o.replSecretFile != "" {
+		b, err := os.ReadFile(o.replSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --repl-secret-file: %w", err)
+		}
+		cfg.Secret = bytes.TrimSpace(b)
+		if len(cfg.Secret) == 0 {
+			return nil, fmt.Errorf("--repl-secret-file %s is empty", o.replSecretFile)
+		}
+	}
+	return replication.New(cfg)
 }

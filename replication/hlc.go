@@ -1,0 +1,58 @@
+package replication
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// A CAS is a version: a hybrid logical clock reading with the node's number
+// in the low bits. From the top: 42 bits of milliseconds since hlcEpoch
+// (139 years), 12 bits of counter for writes within one millisecond, and
+// nodeBits of node number, so two nodes never hand out the same CAS and a
+// node's CAS for a key is above every version of that key it has seen.
+const (
+	nodeBits    = 10 // up to 1024 nodes in a group
+	counterBits = 12 // 4096 writes per millisecond before the clock runs ahead of the wall
+	nodeMask    = 1<<nodeBits - 1
+	wallShift   = nodeBits + counterBits
+)
+
+// hlcEpoch is 2025-01-01 UTC in unix milliseconds.
+const hlcEpoch = 1735689600000
+
+// hlc is a hybrid logical clock. last holds the newest reading without the
+// node bits.
+type hlc struct {
+	last atomic.Uint64
+	node uint64
+	now  func() time.Time // time.Now; a test may move it
+}
+
+func newHLC(node uint64) *hlc {
+	return &hlc{node: node & nodeMask, now: time.Now}
+}
+
+// next returns a version above every one it returned or observed before.
+func (c *hlc) next() uint64 {
+	wall := uint64(max(c.now().UnixMilli()-hlcEpoch, 0)) << wallShift
+	for {
+		old := c.last.Load()
+		n := max(wall, old+1<<nodeBits)
+		if c.last.CompareAndSwap(old, n) {
+			return n | c.node
+		}
+	}
+}
+
+// observe moves the clock past a version received from a peer, so that a
+// later local write of the same key gets a higher CAS even if the peer's
+// wall clock is ahead of ours.
+func (c *hlc) observe(cas uint64) {
+	v := cas &^ nodeMask
+	for {
+		old := c.last.Load()
+		if v <= old || c.last.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}

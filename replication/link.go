@@ -1,0 +1,391 @@
+package replication
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/tandemcache/tandem/store"
+)
+
+// A link's states.
+const (
+	stateConnecting int32 = iota // no connection: dialling, with backoff
+	stateResyncing               // connected, sending the store; not counted for all
+	stateInSync                  // holds every write acked so far; all waits for it
+	stateOutOfSync               // connected but missed the timeout; counted again once caught up
+)
+
+var stateNames = [...]string{"connecting", "resyncing", "in_sync", "out_of_sync"}
+
+const (
+	// handshakeTimeout bounds dialling and the handshake: a peer that is
+	// stopped accepts the connection in its kernel but never answers.
+	handshakeTimeout = 2 * time.Second
+	// backoffMin and backoffMax bound the wait between dials: short enough
+	// that a restarted peer is back within a fraction of a second, long
+	// enough that a dead one costs nothing.
+	backoffMin = 50 * time.Millisecond
+	backoffMax = 2 * time.Second
+	// resyncChunk: a resync adds a shard's items to the link only when
+	// less than this is waiting, so that it never crowds out live writes
+	// or fills memory.
+	resyncChunk = 1 << 20
+)
+
+// link is the outbound pipeline to one peer: writes go out on it, acks come
+// back. One goroutine writes (run), one reads acks (readAcks), and during
+// a resync one more walks the store.
+type link struct {
+	r    *Replicator
+	addr string
+
+	streaming bool // frames are pushed to it; guarded by r.mu
+
+	mu      sync.Mutex
+	cond    *sync.Cond // writer drained buf, or the connection died
+	buf     []byte     // frames not yet written
+	spare   []byte
+	lastSeq uint64 // highest sequence pushed
+	marker  uint64 // sequence of the current resync's mark
+	marking bool   // the mark is sent
+	dead    bool   // the current connection is finished
+	conn    net.Conn
+	peer    string                  // the peer's node id
+	sent    []sentMark              // batches written, not yet acked
+	lat     *hdrhistogram.Histogram // ack latency, microseconds
+	wake    chan struct{}
+
+	state    atomic.Int32
+	ackedSeq atomic.Uint64
+
+	reconnects, timeouts, resyncs, overflows atomic.Uint64
+}
+
+type sentMark struct {
+	seq uint64
+	at  time.Time
+}
+
+func newLink(r *Replicator, addr string) *link {
+	l := &link{r: r, addr: addr, wake: make(chan struct{}, 1),
+		lat: hdrhistogram.New(1, 60_000_000, 3)}
+	l.cond = sync.NewCond(&l.mu)
+	return l
+}
+
+func (l *link) signal() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// push appends a frame to the link. r.mu is held (the stream's order).
+func (l *link) push(hdr []byte, f *frame, it store.Item) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dead {
+		return
+	}
+	if len(l.buf)+len(hdr)+int(f.VLen) > l.r.cfg.MaxPending {
+		// The peer takes writes slower than they come: rather than
+		// buffer without end (or block the write path), drop the link;
+		// the peer is refilled by a resync when it is back.
+		l.overflows.Add(1)
+		l.dieLocked(fmt.Errorf("more than %d bytes waiting", l.r.cfg.MaxPending))
+		return
+	}
+	l.buf = append(l.buf, hdr...)
+	if f.VLen > 0 {
+		l.buf = it.AppendValue(l.buf)
+	}
+	l.lastSeq = f.Seq
+	l.signal()
+}
+
+// die ends the current connection; run dials again.
+func (l *link) die(err error) {
+	l.mu.Lock()
+	l.dieLocked(err)
+	l.mu.Unlock()
+}
+
+func (l *link) dieLocked(err error) {
+	if l.dead {
+		return
+	}
+	l.dead = true
+	if l.conn != nil {
+		l.conn.Close()
+	}
+	l.r.logf("peer %s: link closed: %v", l.addr, err)
+	l.cond.Broadcast()
+	l.signal()
+}
+
+// kill ends the link for good (Close).
+func (l *link) kill() { l.die(errors.New("shutting down")) }
+
+// run dials the peer and serves the link until the replicator closes.
+func (l *link) run() {
+	defer l.r.wg.Done()
+	backoff := backoffMin
+	quiet := false // a failure was logged; do not repeat it every backoff
+	for l.r.ctx.Err() == nil {
+		conn, br, peer, err := l.dial()
+		if err != nil {
+			if !quiet {
+				l.r.logf("peer %s: %v (retrying)", l.addr, err)
+				quiet = true
+			}
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-l.r.ctx.Done():
+				t.Stop()
+			}
+			backoff = min(backoff*2, backoffMax)
+			continue
+		}
+		backoff, quiet = backoffMin, false
+		l.serve(conn, br, peer)
+		l.reconnects.Add(1)
+	}
+}
+
+// serve runs one connection: it starts the stream and a resync, then
+// writes what is pushed until the connection dies.
+func (l *link) serve(conn net.Conn, br *bufio.Reader, peer string) {
+	l.r.logf("peer %s (%s): connected, resyncing", l.addr, peer)
+	l.mu.Lock()
+	l.conn, l.peer, l.dead = conn, peer, false
+	l.buf, l.sent, l.marker, l.marking = l.buf[:0], l.sent[:0], 0, false
+	l.mu.Unlock()
+	l.ackedSeq.Store(0)
+	l.state.Store(stateResyncing)
+	l.r.mu.Lock()
+	l.streaming = true
+	l.r.mu.Unlock()
+	if l.r.ctx.Err() != nil {
+		l.die(errors.New("shutting down"))
+	}
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); l.readAcks(br) }()
+	go func() { defer wg.Done(); l.resync() }()
+	l.write(conn)
+
+	l.r.mu.Lock()
+	l.streaming = false
+	l.r.mu.Unlock()
+	l.mu.Lock()
+	l.buf = l.buf[:0]
+	l.mu.Unlock()
+	wg.Wait()
+	l.state.Store(stateConnecting)
+	l.r.acked() // waiters stop counting on this peer
+}
+
+// write is the writer: it sends whatever was pushed, all of it in one
+// write, until the connection dies.
+func (l *link) write(conn net.Conn) {
+	for {
+		select {
+		case <-l.wake:
+		case <-l.r.ctx.Done():
+			l.die(errors.New("shutting down"))
+		}
+		l.mu.Lock()
+		if l.dead {
+			l.mu.Unlock()
+			return
+		}
+		b := l.buf
+		l.buf = l.spare[:0]
+		l.spare = nil
+		if len(b) > 0 {
+			l.sent = append(l.sent, sentMark{seq: l.lastSeq, at: time.Now()})
+		}
+		l.cond.Broadcast()
+		l.mu.Unlock()
+		if len(b) == 0 {
+			continue
+		}
+		// A peer that stops reading (SIGSTOP) must not hold the writer
+		// for ever: past the deadline the link is dropped.
+		_ = conn.SetWriteDeadline(time.Now().Add(max(4*l.r.cfg.Timeout, handshakeTimeout)))
+		if _, err := conn.Write(b); err != nil {
+			l.die(fmt.Errorf("write: %w", err))
+			return
+		}
+		l.mu.Lock()
+		if l.spare == nil {
+			l.spare = b[:0]
+		}
+		l.mu.Unlock()
+	}
+}
+
+// readAcks completes writes as the peer acks them, in order.
+func (l *link) readAcks(br *bufio.Reader) {
+	c := newCodecs()
+	var f frame
+	var buf []byte
+	for {
+		var err error
+		buf, err = c.readMsg(br, buf, maxHeader, &f)
+		if err != nil {
+			l.die(fmt.Errorf("read: %w", err))
+			return
+		}
+		switch f.Op {
+		case opAck:
+			l.ack(f.Seq)
+		case opMark:
+			l.mu.Lock()
+			done := l.marking && f.Seq == l.marker
+			l.completeLocked(f.Seq, time.Now())
+			l.mu.Unlock()
+			if done && l.state.CompareAndSwap(stateResyncing, stateInSync) {
+				l.r.logf("peer %s: resync done, in sync", l.addr)
+				l.r.acked()
+			}
+		default:
+			l.die(fmt.Errorf("%w: op %d from a peer", errFrame, f.Op))
+			return
+		}
+	}
+}
+
+func (l *link) ack(seq uint64) {
+	if seq <= l.ackedSeq.Load() {
+		return
+	}
+	l.ackedSeq.Store(seq)
+	l.mu.Lock()
+	l.completeLocked(seq, time.Now())
+	caughtUp := seq >= l.lastSeq && len(l.buf) == 0
+	l.mu.Unlock()
+	if caughtUp && l.state.CompareAndSwap(stateOutOfSync, stateInSync) {
+		l.r.logf("peer %s: caught up, in sync", l.addr)
+	}
+	l.r.acked()
+}
+
+// completeLocked records the ack latency of the batches up to seq. l.mu held.
+func (l *link) completeLocked(seq uint64, now time.Time) {
+	i := 0
+	for i < len(l.sent) && l.sent[i].seq <= seq {
+		_ = l.lat.RecordValue(now.Sub(l.sent[i].at).Microseconds())
+		i++
+	}
+	l.sent = l.sent[:copy(l.sent, l.sent[i:])]
+}
+
+// resync sends every item of the store, a shard at a time, then a mark.
+// Live writes flow meanwhile; the peer keeps whichever state of a key has
+// the higher CAS, so the order in which the two arrive does not matter.
+func (l *link) resync() {
+	l.resyncs.Add(1)
+	c := newCodecs()
+	var local []byte
+	st := l.r.st
+	for p := 0; p < st.Parts(); p++ {
+		local = local[:0]
+		st.ForEach(p, func(it store.Item) {
+			f := frame{Op: opSet, Key: it.Key(), Flags: it.Flags, Exp: it.Exptime(), CAS: it.CAS, VLen: uint32(it.Len())}
+			if it.BinaryKey() {
+				f.Bits = bitBinaryKey
+			}
+			local = c.appendMsg(local, &f)
+			local = it.AppendValue(local)
+		})
+		l.mu.Lock()
+		for len(l.buf) > resyncChunk && !l.dead {
+			l.cond.Wait()
+		}
+		if l.dead {
+			l.mu.Unlock()
+			return
+		}
+		l.buf = append(l.buf, local...)
+		l.signal()
+		l.mu.Unlock()
+	}
+	l.r.mu.Lock()
+	l.mu.Lock()
+	if !l.dead {
+		l.marker, l.marking = l.r.seq, true
+		l.buf = c.appendMsg(l.buf, &frame{Op: opMark, Seq: l.marker})
+		l.lastSeq = max(l.lastSeq, l.r.seq)
+		l.signal()
+	}
+	l.mu.Unlock()
+	l.r.mu.Unlock()
+}
+
+// dial connects to the peer and runs the dialer's side of the handshake.
+func (l *link) dial() (net.Conn, *bufio.Reader, string, error) {
+	r := l.r
+	d := net.Dialer{Timeout: handshakeTimeout}
+	conn, err := d.DialContext(r.ctx, "tcp", l.addr)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	l.mu.Lock()
+	l.conn = conn // so that Close interrupts a stuck handshake
+	l.mu.Unlock()
+	peer, br, err := r.dialHandshake(conn)
+	if err != nil {
+		conn.Close()
+		return nil, nil, "", fmt.Errorf("handshake: %w", err)
+	}
+	return conn, br, peer, nil
+}
+
+func (r *Replicator) dialHandshake(conn net.Conn) (string, *bufio.Reader, error) {
+	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	br := bufio.NewReaderSize(conn, 4096)
+	c := newCodecs()
+	mine := make([]byte, nonceLen)
+	_, _ = rand.Read(mine)
+	out := c.appendMsg(nil, &hello{Magic: magic, Version: version, Node: r.cfg.NodeID,
+		Group: r.cfg.Group, NodeNum: r.node, Nonce: mine})
+	if _, err := conn.Write(out); err != nil {
+		return "", nil, err
+	}
+	var h hello
+	if _, err := c.readMsg(br, nil, maxHello, &h); err != nil {
+		return "", nil, err
+	}
+	switch {
+	case h.Err != "":
+		return "", nil, fmt.Errorf("refused by peer: %s", h.Err)
+	case h.Magic != magic || h.Version != version:
+		return "", nil, fmt.Errorf("not a tandem replication port of version %d (magic %q, version %d)", version, h.Magic, h.Version)
+	case !bytes.Equal(h.Proof, proof(r.cfg.Secret, "listener", h.Nonce, mine)):
+		return "", nil, errors.New("peer cannot prove the shared secret")
+	}
+	out = c.appendMsg(out[:0], &hello{Proof: proof(r.cfg.Secret, "dialer", h.Nonce, mine)})
+	if _, err := conn.Write(out); err != nil {
+		return "", nil, err
+	}
+	var ok hello
+	if _, err := c.readMsg(br, nil, maxHello, &ok); err != nil {
+		return "", nil, err
+	}
+	if ok.Err != "" {
+		return "", nil, fmt.Errorf("refused by peer: %s", ok.Err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return h.Node, br, nil
+}

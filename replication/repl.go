@@ -1,0 +1,371 @@
+// Package replication keeps a replica group's nodes holding the same items:
+// it forwards the resulting state of every local write to the peers over
+// pipelined links, tells the server when a write satisfies the ack rule,
+// applies what the peers send, and refills a peer that comes back (resync).
+// See docs/replication.md for the model, the guarantees and the wire format.
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/tandemcache/tandem/store"
+)
+
+// AckRule says when a write is acknowledged to its client.
+type AckRule uint8
+
+// The --repl-ack choices.
+const (
+	AckAll    AckRule = iota // every in-sync peer applied it
+	AckQuorum                // a majority of the group, this node included
+	AckAsync                 // at once; the peers get it soon after
+)
+
+func (a AckRule) String() string {
+	return [...]string{"all", "quorum", "async"}[a]
+}
+
+// ParseAckRule parses --repl-ack.
+func ParseAckRule(s string) (AckRule, error) {
+	switch s {
+	case "all":
+		return AckAll, nil
+	case "quorum":
+		return AckQuorum, nil
+	case "async":
+		return AckAsync, nil
+	}
+	return 0, fmt.Errorf("replication: ack rule %q is not all, quorum or async", s)
+}
+
+// ErrQuorum is returned by Wait when a majority of the group cannot hold the
+// write: fewer peers than a majority are connected, or they did not answer
+// within the timeout. The write was applied on this node and may be on
+// some peers; it is not acknowledged.
+var ErrQuorum = errors.New("replication quorum not reached")
+
+// Config sets up replication. Zero fields take the defaults noted.
+type Config struct {
+	// Listen is this node's replication address, host:port (--repl-listen).
+	Listen string
+	// Peers are the other members' replication addresses (--peers).
+	Peers []string
+	// NodeID names this node (--node-id). Default: Listen. Its hash picks
+	// the node number in the low bits of every CAS; two members whose
+	// numbers collide refuse each other, saying so.
+	NodeID string
+	// Group names the replica group; a peer of another group is refused.
+	// Default "tandem".
+	Group string
+	// Ack is the ack rule (--repl-ack). Default all.
+	Ack AckRule
+	// Timeout is how long a write waits for a peer before the peer is
+	// marked out of sync (--repl-timeout). Default 500 ms.
+	Timeout time.Duration
+	// Secret is the shared secret peers prove to each other
+	// (--repl-secret-file). Empty: any peer of the group is accepted.
+	Secret []byte
+	// MaxPending is how many bytes of frames a link may hold unsent before
+	// the peer is dropped and resynced later. Default 64 MiB.
+	MaxPending int
+	// Log receives connection events. Default: discarded.
+	Log io.Writer
+}
+
+// Replicator is one node's side of the replica group. It is the store's
+// Observer (and Versioner): make it with New, give it to store.Config,
+// then Start it with the store.
+type Replicator struct {
+	cfg  Config
+	st   *store.Store
+	clk  *hlc
+	node uint16
+	need int // peers that must ack under quorum
+
+	// mu orders the stream: frames get their sequence numbers and are
+	// appended to every streaming link under it, so each link's stream is
+	// in sequence order and acks can be cumulative.
+	mu    sync.Mutex
+	seq   uint64
+	enc   *codecs
+	hdr   []byte // the frame header being sent
+	links []*link
+	head  atomic.Uint64 // seq, readable without mu
+
+	// Waiters sleep on ackCh; every ack closes it and makes a new one.
+	ackMu sync.Mutex
+	ackCh chan struct{}
+
+	ln      net.Listener
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	inMu    sync.Mutex
+	inbound map[net.Conn]*inbound
+
+	degraded atomic.Uint64 // writes answered without a peer that timed out
+	refused  atomic.Uint64 // writes answered SERVER_ERROR (quorum)
+	applied  atomic.Uint64 // states received from peers and installed
+	stale    atomic.Uint64 // states received and refused as older
+	badLinks atomic.Uint64 // inbound links closed for a protocol error
+}
+
+// New makes a Replicator. It does not listen or dial until Start.
+func New(cfg Config) (*Replicator, error) {
+	if cfg.Listen == "" {
+		return nil, errors.New("replication: no listen address (--repl-listen)")
+	}
+	if len(cfg.Peers) == 0 {
+		return nil, errors.New("replication: no peers (--peers)")
+	}
+	if len(cfg.Peers) >= 1<<nodeBits {
+		return nil, fmt.Errorf("replication: %d peers; a group has at most %d nodes", len(cfg.Peers), 1<<nodeBits)
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = cfg.Listen
+	}
+	if cfg.Group == "" {
+		cfg.Group = "tandem"
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 500 * time.Millisecond
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 64 << 20
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	node := uint16(xxhash.Sum64String(cfg.NodeID) & nodeMask)
+	r := &Replicator{
+		cfg:     cfg,
+		clk:     newHLC(uint64(node)),
+		node:    node,
+		need:    (len(cfg.Peers) + 1) / 2, // a majority of n+1 nodes is n/2+1 (integer), this one included
+		enc:     newCodecs(),
+		ackCh:   make(chan struct{}),
+		inbound: make(map[net.Conn]*inbound),
+	}
+	for _, p := range cfg.Peers {
+		r.links = append(r.links, newLink(r, p))
+	}
+	return r, nil
+}
+
+// Start listens on the replication address and dials the peers. The store
+// must have been made with r as its Observer.
+func (r *Replicator) Start(st *store.Store) error {
+	ln, err := net.Listen("tcp", r.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("replication: listen on %s: %w", r.cfg.Listen, err)
+	}
+	r.st, r.ln = st, ln
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.wg.Add(1)
+	go r.accept()
+	for _, l := range r.links {
+		r.wg.Add(1)
+		go l.run()
+	}
+	return nil
+}
+
+// Addr is the address the replication listener is bound to.
+func (r *Replicator) Addr() net.Addr { return r.ln.Addr() }
+
+// Close stops listening, closes every link and waits for their goroutines.
+func (r *Replicator) Close() error {
+	r.cancel()
+	err := r.ln.Close()
+	r.inMu.Lock()
+	for c := range r.inbound {
+		c.Close()
+	}
+	r.inMu.Unlock()
+	for _, l := range r.links {
+		l.kill()
+	}
+	r.wg.Wait()
+	return err
+}
+
+func (r *Replicator) logf(format string, args ...any) {
+	fmt.Fprintf(r.cfg.Log, "replication: "+format+"\n", args...)
+}
+
+// NextCAS hands out the CAS of a local write (store.Versioner).
+func (r *Replicator) NextCAS() uint64 { return r.clk.next() }
+
+// Stored forwards a key's new state (store.Observer). It runs with the
+// key's shard locked: it copies the item into the links' buffers and
+// returns; the links' writers send them.
+func (r *Replicator) Stored(it store.Item) {
+	f := frame{Op: opSet, Key: it.Key(), Flags: it.Flags, Exp: it.Exptime(), CAS: it.CAS, VLen: uint32(it.Len())}
+	if it.BinaryKey() {
+		f.Bits = bitBinaryKey
+	}
+	r.send(&f, it)
+}
+
+// Deleted forwards a deletion (store.Observer).
+func (r *Replicator) Deleted(key []byte, cas uint64) {
+	r.send(&frame{Op: opDel, Key: key, CAS: cas}, store.Item{})
+}
+
+// Flushed forwards flush_all with its time (store.Observer).
+func (r *Replicator) Flushed(at int64, cas uint64) {
+	r.send(&frame{Op: opFlush, Exp: at, CAS: cas}, store.Item{})
+}
+
+func (r *Replicator) send(f *frame, it store.Item) {
+	r.mu.Lock()
+	r.seq++
+	f.Seq = r.seq
+	encoded := false
+	for _, l := range r.links {
+		if !l.streaming {
+			continue
+		}
+		if !encoded {
+			r.hdr, encoded = r.enc.appendMsg(r.hdr[:0], f), true
+		}
+		l.push(r.hdr, f, it)
+	}
+	r.head.Store(r.seq)
+	r.mu.Unlock()
+}
+
+// Head is the sequence number of the newest write handed to the links. A
+// client's write, once its store call returned, is at or below it.
+func (r *Replicator) Head() uint64 { return r.head.Load() }
+
+// acked wakes the waiters: some link's ack moved.
+func (r *Replicator) acked() {
+	r.ackMu.Lock()
+	close(r.ackCh)
+	r.ackCh = make(chan struct{})
+	r.ackMu.Unlock()
+}
+
+func (r *Replicator) ackChan() chan struct{} {
+	r.ackMu.Lock()
+	defer r.ackMu.Unlock()
+	return r.ackCh
+}
+
+var timers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
+// Wait returns when the writes up to seq satisfy the ack rule. Under all,
+// a peer that has not acked within the timeout is marked out of sync and
+// the writes are acknowledged without it. Under quorum, Wait returns
+// ErrQuorum if a majority cannot be reached. It blocks only its caller:
+// the links go on meanwhile.
+func (r *Replicator) Wait(seq uint64) error {
+	if r.cfg.Ack == AckAsync {
+		return nil
+	}
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+			timers.Put(t)
+		}
+	}()
+	for {
+		ch := r.ackChan()
+		done, possible := r.satisfied(seq)
+		if done {
+			return nil
+		}
+		if !possible {
+			r.refused.Add(1)
+			return ErrQuorum
+		}
+		if t == nil {
+			t = timers.Get().(*time.Timer)
+			t.Reset(r.cfg.Timeout)
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return r.timedOut(seq)
+		}
+	}
+}
+
+// satisfied tells whether seq meets the ack rule now and, if not, whether
+// it still can.
+func (r *Replicator) satisfied(seq uint64) (done, possible bool) {
+	if r.cfg.Ack == AckAll {
+		for _, l := range r.links {
+			if l.state.Load() == stateInSync && l.ackedSeq.Load() < seq {
+				return false, true
+			}
+		}
+		return true, true
+	}
+	have, could := 0, 0
+	for _, l := range r.links {
+		switch {
+		case l.ackedSeq.Load() >= seq:
+			have++
+		case l.state.Load() != stateConnecting:
+			could++ // streaming: it may still ack
+		}
+	}
+	return have >= r.need, have+could >= r.need
+}
+
+// timedOut marks the peers that did not ack seq in time out of sync and
+// decides the write.
+func (r *Replicator) timedOut(seq uint64) error {
+	have := 0
+	for _, l := range r.links {
+		if l.ackedSeq.Load() >= seq {
+			have++
+			continue
+		}
+		if l.state.CompareAndSwap(stateInSync, stateOutOfSync) {
+			l.timeouts.Add(1)
+			r.logf("peer %s did not ack within %v: out of sync", l.addr, r.cfg.Timeout)
+		}
+	}
+	if r.cfg.Ack == AckQuorum && have < r.need {
+		r.refused.Add(1)
+		return ErrQuorum
+	}
+	r.degraded.Add(1)
+	return nil
+}
+
+// Writable says whether a write can be acknowledged now: under quorum,
+// whether enough peers are in sync. A server may refuse writes up front
+// when it is not, so that a refused write is not applied at all.
+func (r *Replicator) Writable() error {
+	if r.cfg.Ack != AckQuorum {
+		return nil
+	}
+	n := 0
+	for _, l := range r.links {
+		if l.state.Load() == stateInSync {
+			n++
+		}
+	}
+	if n < r.need {
+		r.refused.Add(1)
+		return ErrQuorum
+	}
+	return nil
+}

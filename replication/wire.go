@@ -1,0 +1,190 @@
+package replication
+
+import (
+	"bufio"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+)
+
+// The wire format. A link is a TCP connection from the node that sends its
+// writes (the dialer) to a peer's replication port. After the handshake,
+// every message is a frame:
+//
+//	u32 big-endian n | n bytes of msgpack header | header.VLen raw value bytes
+//
+// The header is a msgpack array (the field order of frame is the schema:
+// fields are only ever appended). The value follows raw so that it is
+// never encoded, and the receiver reads it straight into a buffer it
+// reuses. The peer answers with frames too: cumulative acks.
+const (
+	magic = "TANDEM-REPL"
+	// version is the wire version; a peer speaking another is refused.
+	version = 1
+	// maxHeader bounds a frame header: a 250-byte key, a few integers and
+	// msgpack's tags fit many times over. Checked before allocating.
+	maxHeader = 4 << 10
+	// maxHello bounds a handshake message: two ids, a group name, a nonce
+	// and a proof.
+	maxHello = 4 << 10
+	nonceLen = 32
+)
+
+// Frame kinds.
+const (
+	opSet   = 1 // the key's state: value, flags, exptime, CAS
+	opDel   = 2 // the key was deleted at version CAS
+	opFlush = 3 // flush_all: items before unix second Exp, or below CAS, are gone
+	opMark  = 4 // end of a resync: acking Seq means the peer holds everything before it
+	opAck   = 5 // (peer to dialer) every frame up to Seq is applied
+)
+
+// frame is a frame header. Seq is 0 for the items of a resync, which are
+// acknowledged together by the mark that ends it.
+type frame struct {
+	_struct struct{} `codec:",toarray"` //nolint:unused // codec's array tag
+
+	Op    uint8
+	Seq   uint64
+	Key   []byte
+	Flags uint32
+	Exp   int64 // absolute unix seconds, 0 for never
+	CAS   uint64
+	VLen  uint32
+	Bits  uint8 // bitBinaryKey: the key was given in base64 (meta b)
+}
+
+const bitBinaryKey = 1
+
+// hello is a handshake message. The dialer sends Magic, Version, Node,
+// Group, NodeNum and its Nonce; the listener answers with the same fields,
+// its own Nonce and Proof of the secret over both nonces (or Err and
+// closes); the dialer then sends its Proof, and the listener an empty
+// hello (or Err).
+type hello struct {
+	_struct struct{} `codec:",toarray"` //nolint:unused // codec's array tag
+
+	Magic   string
+	Version uint16
+	Node    string
+	Group   string
+	NodeNum uint16
+	Nonce   []byte
+	Proof   []byte
+	Err     string
+}
+
+func newHandle() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{}
+	h.WriteExt = true
+	// A hostile length must not make the decoder preallocate: the frame
+	// is already bounded, this bounds what one field may claim.
+	h.MaxInitLen = maxHeader
+	return h
+}
+
+// codecs is one connection's encoder and decoder, made once and reused:
+// a fresh one per message costs several times the encoding itself.
+type codecs struct {
+	h   *codec.MsgpackHandle
+	enc *codec.Encoder
+	dec *codec.Decoder
+	out []byte // what enc writes
+}
+
+func newCodecs() *codecs {
+	c := &codecs{h: newHandle()}
+	c.enc = codec.NewEncoderBytes(&c.out, c.h)
+	c.dec = codec.NewDecoderBytes(nil, c.h)
+	return c
+}
+
+// appendMsg appends v as a frame (length, then msgpack) to dst.
+func (c *codecs) appendMsg(dst []byte, v any) []byte {
+	c.enc.ResetBytes(&c.out)
+	if err := c.enc.Encode(v); err != nil {
+		// Only a programming error can make encoding a fixed struct fail.
+		panic(fmt.Sprintf("replication: encode %T: %v", v, err))
+	}
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(c.out)))
+	return append(dst, c.out...)
+}
+
+// errFrame is any malformed frame: the link is closed.
+var errFrame = errors.New("malformed frame")
+
+// readMsg reads one length-prefixed msgpack message of at most limit bytes
+// into v. buf is scratch, returned grown if it had to be.
+func (c *codecs) readMsg(r *bufio.Reader, buf []byte, limit int, v any) ([]byte, error) {
+	var l [4]byte
+	if _, err := io.ReadFull(r, l[:]); err != nil {
+		return buf, err
+	}
+	n := int(binary.BigEndian.Uint32(l[:]))
+	if n == 0 || n > limit {
+		return buf, fmt.Errorf("%w: header of %d bytes (limit %d)", errFrame, n, limit)
+	}
+	if cap(buf) < n {
+		buf = make([]byte, n, limit)
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return buf, err
+	}
+	return buf, c.decode(buf, v)
+}
+
+// decode decodes one msgpack message that must fill msg exactly.
+func (c *codecs) decode(msg []byte, v any) (err error) {
+	defer func() {
+		// The codec reports most errors as values, but a hostile input is
+		// not worth a crash if it finds a panic.
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v", errFrame, p)
+		}
+	}()
+	c.dec.ResetBytes(msg)
+	if err := c.dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", errFrame, err)
+	}
+	if c.dec.NumBytesRead() != len(msg) {
+		return fmt.Errorf("%w: %d bytes after the header", errFrame, len(msg)-c.dec.NumBytesRead())
+	}
+	return nil
+}
+
+// proof is what a side sends to show it knows the secret: an HMAC over its
+// role and both nonces, so a proof can be neither replayed nor reflected.
+func proof(secret []byte, role string, mine, theirs []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(role))
+	m.Write(mine)
+	m.Write(theirs)
+	return m.Sum(nil)
+}
+
+// checkFrame validates a header received from a peer before anything is
+// allocated or applied for it.
+func checkFrame(f *frame, itemMax int) error {
+	switch f.Op {
+	case opSet:
+		if int64(f.VLen) > int64(itemMax) {
+			return fmt.Errorf("%w: value of %d bytes (item size max %d)", errFrame, f.VLen, itemMax)
+		}
+	case opDel, opFlush, opMark:
+		if f.VLen != 0 {
+			return fmt.Errorf("%w: op %d with a value", errFrame, f.Op)
+		}
+	default:
+		return fmt.Errorf("%w: unknown op %d", errFrame, f.Op)
+	}
+	if (f.Op == opSet || f.Op == opDel) && (len(f.Key) == 0 || len(f.Key) > 250) {
+		return fmt.Errorf("%w: key of %d bytes", errFrame, len(f.Key))
+	}
+	return nil
+}

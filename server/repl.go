@@ -1,0 +1,105 @@
+package server
+
+import (
+	"github.com/tandemcache/tandem/protocol"
+)
+
+// Replication's part in a connection. A write is applied to the store at
+// once (its Observer hands the new state to the peer links); its reply
+// goes into out like any other, and before out is written the connection
+// waits until the peers hold every write in it (Replicator.Wait). One wait
+// covers a whole batch of pipelined requests, since acks are cumulative.
+// Reads never wait unless a write precedes them in the same batch: their
+// replies follow the write's.
+
+// replMark is where a write's reply sits in out, to replace it with an
+// error if replication cannot acknowledge it.
+type replMark struct {
+	start, end int
+	binary     bool
+	opcode     uint8
+	opaque     uint32
+}
+
+// textWrite tells whether a text or meta request changes the store.
+func textWrite(r *protocol.Request) bool {
+	switch r.Cmd {
+	case protocol.CmdSet, protocol.CmdAdd, protocol.CmdReplace, protocol.CmdAppend, protocol.CmdPrepend,
+		protocol.CmdCas, protocol.CmdIncr, protocol.CmdDecr, protocol.CmdDelete, protocol.CmdTouch,
+		protocol.CmdGat, protocol.CmdGats, protocol.CmdFlushAll,
+		protocol.CmdMetaSet, protocol.CmdMetaDelete, protocol.CmdMetaArith:
+		return true
+	case protocol.CmdMetaGet:
+		return r.Meta.HasTTL || r.Meta.Vivify
+	}
+	return false
+}
+
+// binaryWrite tells whether a binary opcode (quiet ones mapped to their
+// loud form) changes the store.
+func binaryWrite(op uint8) bool {
+	switch op {
+	case protocol.OpSet, protocol.OpAdd, protocol.OpReplace, protocol.OpAppend, protocol.OpPrepend,
+		protocol.OpDelete, protocol.OpIncrement, protocol.OpDecrement,
+		protocol.OpTouch, protocol.OpGAT, protocol.OpGATK, protocol.OpFlush:
+		return true
+	}
+	return false
+}
+
+// refuseWrite answers a text write with SERVER_ERROR, without running it,
+// when replication could not acknowledge it now. A storage command's data
+// block is then dropped as it arrives.
+func (c *conn) refuseWrite() bool {
+	err := c.s.repl.Writable()
+	if err == nil {
+		return false
+	}
+	reply := &protocol.ErrorReply{Reply: "SERVER_ERROR " + err.Error()}
+	if c.req.Cmd.IsStorage() {
+		c.req.SwallowErr = reply
+		return true
+	}
+	if !c.req.NoReply {
+		c.out = protocol.AppendLine(c.out, reply.Reply)
+	}
+	return true
+}
+
+// wrote records a write whose reply starts at mark in out: out is not
+// written before the peers acknowledge it.
+func (c *conn) wrote(mark int, b *binRequest) {
+	c.replSeq = c.s.repl.Head()
+	if len(c.out) == mark {
+		return // noreply or quiet: nothing to replace
+	}
+	m := replMark{start: mark, end: len(c.out)}
+	if b != nil {
+		m.binary, m.opcode, m.opaque = true, b.Opcode, b.Opaque
+	}
+	c.replMarks = append(c.replMarks, m)
+}
+
+// settle waits for the peers to acknowledge the writes in out; if they
+// cannot, those writes' replies become errors that say why.
+func (c *conn) settle() {
+	seq := c.replSeq
+	c.replSeq = 0
+	if err := c.s.repl.Wait(seq); err != nil {
+		msg := err.Error()
+		o := c.replOut[:0]
+		prev := 0
+		for _, m := range c.replMarks {
+			o = append(o, c.out[prev:m.start]...)
+			if m.binary {
+				o = protocol.AppendBinaryError(o, m.opcode, protocol.StatusTempFailure, m.opaque, msg)
+			} else {
+				o = protocol.AppendLine(o, "SERVER_ERROR "+msg)
+			}
+			prev = m.end
+		}
+		o = append(o, c.out[prev:]...)
+		c.out, c.replOut = o, c.out[:0]
+	}
+	c.replMarks = c.replMarks[:0]
+}
