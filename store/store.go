@@ -1108,7 +1108,7 @@ func (s *Store) FlushAll(delay int64) {
 		s.oldestLive.Store(oldest - 1)
 		if oldest-1 <= now {
 			cas = s.nextCAS()
-			s.oldestCAS.Store(cas)
+			s.flushBelow(cas)
 		}
 	} else {
 		s.oldestLive.Store(oldest)
@@ -1118,21 +1118,35 @@ func (s *Store) FlushAll(delay int64) {
 	}
 }
 
+// flushBelow invalidates the items whose CAS is below cas. A replica
+// (Versioner set) decides a flush now by CAS alone: its items' store times
+// are local arrival times, which differ between replicas, while CAS values
+// are the same everywhere, so every replica flushes the same items.
+func (s *Store) flushBelow(cas uint64) {
+	if s.ver != nil {
+		s.oldestLive.Store(1) // no item is stored at second 1: time plays no part
+	}
+	if cas > s.oldestCAS.Load() {
+		s.oldestCAS.Store(cas)
+	}
+}
+
 // ApplyFlush is a flush_all received from a replication peer: at and cas
-// are what the peer's Observer heard.
+// are what the peer's Observer heard. A flush now (cas not 0) invalidates
+// the items with a lower CAS; a delayed one, those stored before at.
 func (s *Store) ApplyFlush(at int64, cas uint64) {
 	now := s.now()
-	oldest := now
-	if at > s.unix(now) {
-		oldest = s.realtime(at, now)
-	}
-	if s.useCAS {
-		s.oldestLive.Store(oldest - 1)
-		if cas != 0 && cas > s.oldestCAS.Load() {
-			s.oldestCAS.Store(cas)
+	switch {
+	case !s.useCAS:
+		oldest := now
+		if at > s.unix(now) {
+			oldest = s.realtime(at, now)
 		}
-	} else {
 		s.oldestLive.Store(oldest)
+	case cas != 0:
+		s.flushBelow(cas)
+	default:
+		s.oldestLive.Store(s.realtime(max(at, maxDelta+1), now) - 1)
 	}
 }
 
