@@ -250,6 +250,8 @@ func (l *link) readAcks(br *bufio.Reader) {
 		switch f.Op {
 		case opAck:
 			l.ack(f.Seq)
+		case opNack:
+			l.r.overrule(f.CAS)
 		case opMark:
 			l.mu.Lock()
 			done := l.marking && f.Seq == l.marker

@@ -130,6 +130,7 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 		hdr     []byte
 		val     []byte
 		out     []byte
+		nack    []byte // nacks not yet sent
 		lastSeq uint64
 		acked   uint64
 		itemMax = r.st.ItemSizeMax()
@@ -158,7 +159,13 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 			case ok:
 				r.applied.Add(1)
 			case err == nil:
+				// The peer's write of the key won (a higher CAS). Tell the
+				// writer, before the ack that covers it, so that a cas
+				// command there is answered EXISTS.
 				r.stale.Add(1)
+				if f.Seq != 0 { // a resync's items need no answer
+					nack = c.appendMsg(nack, &frame{Op: opNack, CAS: f.CAS})
+				}
 			default:
 				// Out of memory or too large here: the peer holds it, this
 				// node does not; a read here misses, as after an eviction.
@@ -172,8 +179,9 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 			r.st.ApplyFlush(f.Exp, f.CAS)
 		}
 		lastSeq = max(lastSeq, f.Seq)
-		if f.Op == opMark || br.Buffered() == 0 && lastSeq > acked {
-			out = out[:0]
+		if f.Op == opMark || br.Buffered() == 0 && (lastSeq > acked || len(nack) > 0) {
+			out = append(out[:0], nack...)
+			nack = nack[:0]
 			if lastSeq > acked {
 				out = c.appendMsg(out, &frame{Op: opAck, Seq: lastSeq})
 				acked = lastSeq

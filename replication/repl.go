@@ -111,6 +111,15 @@ type Replicator struct {
 	inMu    sync.Mutex
 	inbound map[net.Conn]*inbound
 
+	// Recently overruled CAS values (a peer held a newer state): a ring,
+	// with a set for lookups. Kept long enough for the writer's wait to
+	// see them: the nack arrives before the ack that ends the wait.
+	ovMu      sync.Mutex
+	ovRing    [overruledKept]uint64
+	ovNext    int
+	ovSet     map[uint64]struct{}
+	overruled atomic.Uint64
+
 	degraded atomic.Uint64 // writes answered without a peer that timed out
 	refused  atomic.Uint64 // writes answered SERVER_ERROR (quorum)
 	applied  atomic.Uint64 // states received from peers and installed
@@ -153,6 +162,7 @@ func New(cfg Config) (*Replicator, error) {
 		enc:     newCodecs(),
 		ackCh:   make(chan struct{}),
 		inbound: make(map[net.Conn]*inbound),
+		ovSet:   make(map[uint64]struct{}, overruledKept),
 	}
 	for _, p := range cfg.Peers {
 		r.links = append(r.links, newLink(r, p))
@@ -368,4 +378,31 @@ func (r *Replicator) Writable() error {
 		return ErrQuorum
 	}
 	return nil
+}
+
+// overruledKept is how many overruled CAS values are remembered: far more
+// than can be waiting for their ack at once.
+const overruledKept = 4096
+
+// overrule records that a peer refused the state with this CAS.
+func (r *Replicator) overrule(cas uint64) {
+	r.overruled.Add(1)
+	r.ovMu.Lock()
+	defer r.ovMu.Unlock()
+	if old := r.ovRing[r.ovNext]; old != 0 {
+		delete(r.ovSet, old)
+	}
+	r.ovRing[r.ovNext] = cas
+	r.ovNext = (r.ovNext + 1) % overruledKept
+	r.ovSet[cas] = struct{}{}
+}
+
+// Overruled tells whether a peer refused the state with this CAS because it
+// held a newer one: a concurrent write of the key on another node won.
+// Valid once Wait has returned for the write.
+func (r *Replicator) Overruled(cas uint64) bool {
+	r.ovMu.Lock()
+	defer r.ovMu.Unlock()
+	_, ok := r.ovSet[cas]
+	return ok
 }

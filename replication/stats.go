@@ -40,6 +40,7 @@ func (r *Replicator) Stats(fn func(name, value string)) {
 	fn("writes_refused", u(r.refused.Load()))
 	fn("states_applied", u(r.applied.Load()))
 	fn("states_stale", u(r.stale.Load()))
+	fn("writes_overruled", u(r.overruled.Load()))
 	fn("bad_links", u(r.badLinks.Load()))
 	fn("tombstones", strconv.Itoa(r.st.Tombstones()))
 	now := time.Now()

@@ -42,6 +42,7 @@ const (
 	opFlush = 3 // flush_all: items before unix second Exp, or below CAS, are gone
 	opMark  = 4 // end of a resync: acking Seq means the peer holds everything before it
 	opAck   = 5 // (peer to dialer) every frame up to Seq is applied
+	opNack  = 6 // (peer to dialer) the state with this CAS was refused: the peer holds a newer one
 )
 
 // frame is a frame header. Seq is 0 for the items of a resync, which are

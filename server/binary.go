@@ -249,6 +249,9 @@ func (c *conn) binStore(r *binRequest, flags uint32) {
 	}
 	c.s.detail.record(r.Key, detailSet, false)
 	cas, err := c.s.store.Set(r.Key, r.Value, o)
+	if o.Mode == store.ModeCAS && err == nil {
+		c.casWrote = cas
+	}
 	switch err {
 	case nil:
 		c.binOK(r, cas)

@@ -57,6 +57,9 @@ type conn struct {
 	replSeq   uint64
 	replMarks []replMark
 	replOut   []byte
+	// casWrote is the CAS a compare-and-swap just stored, so that the
+	// reply can become EXISTS if a peer overrules it (see repl.go).
+	casWrote uint64
 }
 
 func newConn(s *Server, nc netpoll.Connection) *conn {

@@ -159,6 +159,9 @@ func (c *conn) metaSet(value []byte) {
 	// ms N (autovivify on append) is documented, but memcached 1.6.18
 	// answers NS: so does Tandem.
 	cas, err := c.s.store.Set(r.Key, value, o)
+	if m.HasCAS && err == nil {
+		c.casWrote = cas
+	}
 	var code string
 	switch err {
 	case nil:

@@ -19,6 +19,8 @@ type replMark struct {
 	binary     bool
 	opcode     uint8
 	opaque     uint32
+	meta       bool
+	cas        uint64 // a compare-and-swap's new CAS, or 0
 }
 
 // textWrite tells whether a text or meta request changes the store.
@@ -70,31 +72,58 @@ func (c *conn) refuseWrite() bool {
 // written before the peers acknowledge it.
 func (c *conn) wrote(mark int, b *binRequest) {
 	c.replSeq = c.s.repl.Head()
+	cas := c.casWrote
+	c.casWrote = 0
 	if len(c.out) == mark {
 		return // noreply or quiet: nothing to replace
 	}
-	m := replMark{start: mark, end: len(c.out)}
+	m := replMark{start: mark, end: len(c.out), cas: cas}
 	if b != nil {
 		m.binary, m.opcode, m.opaque = true, b.Opcode, b.Opaque
+	} else {
+		m.meta = c.req.Cmd == protocol.CmdMetaSet
 	}
 	c.replMarks = append(c.replMarks, m)
 }
 
 // settle waits for the peers to acknowledge the writes in out; if they
-// cannot, those writes' replies become errors that say why.
+// cannot, those writes' replies become errors that say why. A
+// compare-and-swap that a peer overruled (the same token used on another
+// node at the same moment, and that write won) is answered as the CAS
+// mismatch it turned out to be, so that one token succeeds once.
 func (c *conn) settle() {
 	seq := c.replSeq
 	c.replSeq = 0
-	if err := c.s.repl.Wait(seq); err != nil {
-		msg := err.Error()
+	err := c.s.repl.Wait(seq)
+	if err != nil || c.anyOverruled() {
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
 		o := c.replOut[:0]
 		prev := 0
 		for _, m := range c.replMarks {
-			o = append(o, c.out[prev:m.start]...)
-			if m.binary {
+			switch {
+			case err != nil && m.binary:
+				o = append(o, c.out[prev:m.start]...)
 				o = protocol.AppendBinaryError(o, m.opcode, protocol.StatusTempFailure, m.opaque, msg)
-			} else {
+			case err != nil:
+				o = append(o, c.out[prev:m.start]...)
 				o = protocol.AppendLine(o, "SERVER_ERROR "+msg)
+			case m.cas == 0 || !c.s.repl.Overruled(m.cas):
+				continue
+			case m.binary:
+				o = append(o, c.out[prev:m.start]...)
+				o = protocol.AppendBinaryError(o, m.opcode, protocol.StatusKeyExists, m.opaque,
+					protocol.StatusText(protocol.StatusKeyExists))
+			case m.meta:
+				// Keep the flags the client asked back (O, k, ...): only the code changes.
+				o = append(o, c.out[prev:m.start]...)
+				o = append(o, "EX"...)
+				o = append(o, c.out[m.start+2:m.end]...)
+			default:
+				o = append(o, c.out[prev:m.start]...)
+				o = protocol.AppendLine(o, "EXISTS")
 			}
 			prev = m.end
 		}
@@ -102,4 +131,13 @@ func (c *conn) settle() {
 		c.out, c.replOut = o, c.out[:0]
 	}
 	c.replMarks = c.replMarks[:0]
+}
+
+func (c *conn) anyOverruled() bool {
+	for _, m := range c.replMarks {
+		if m.cas != 0 && c.s.repl.Overruled(m.cas) {
+			return true
+		}
+	}
+	return false
 }

@@ -115,6 +115,10 @@ type Replicator interface {
 	// Writable returns an error when a write would not be acknowledged
 	// now (quorum lost): the write is then refused without applying it.
 	Writable() error
+	// Overruled tells whether a peer refused the state with this CAS
+	// because it already held a newer one: a concurrent write of the key
+	// on another node won. Asked after Wait returned nil.
+	Overruled(cas uint64) bool
 	// Summary lists the repl_* fields of "stats".
 	Summary(fn func(name, value string))
 	// Stats lists the lines of "stats replication".

@@ -139,9 +139,12 @@ var storeModes = [...]store.Mode{
 func (c *conn) textStore(value []byte) {
 	r := &c.req
 	c.s.detail.record(r.Key, detailSet, false)
-	_, err := c.s.store.Set(r.Key, value, store.SetOptions{
+	cas, err := c.s.store.Set(r.Key, value, store.SetOptions{
 		Mode: storeModes[r.Cmd], Flags: r.Flags, Exptime: r.Exptime, CAS: r.CAS,
 	})
+	if r.Cmd == protocol.CmdCas && err == nil {
+		c.casWrote = cas
+	}
 	c.reply(storeReply(err))
 }
 
