@@ -131,20 +131,27 @@ func (l *link) dieLocked(err error) {
 	l.signal()
 }
 
-// kill ends the link for good (Close).
-func (l *link) kill() { l.die(errors.New("shutting down")) }
+// kill ends the link for good (Close), a handshake in progress included.
+func (l *link) kill() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dieLocked(errors.New("shutting down"))
+	if l.conn != nil {
+		l.conn.Close() // dead already: a redial's handshake
+	}
+}
 
 // run dials the peer and serves the link until the replicator closes.
 func (l *link) run() {
 	defer l.r.wg.Done()
 	backoff := backoffMin
-	quiet := false // a failure was logged; do not repeat it every backoff
+	last := "" // the failure logged last: not repeated every backoff
 	for l.r.ctx.Err() == nil {
 		conn, br, peer, err := l.dial()
 		if err != nil {
-			if !quiet {
-				l.r.logf("peer %s: %v (retrying)", l.addr, err)
-				quiet = true
+			if msg := err.Error(); msg != last {
+				l.r.logf("peer %s: %v (retrying)", l.addr, msg)
+				last = msg
 			}
 			t := time.NewTimer(backoff)
 			select {
@@ -155,7 +162,7 @@ func (l *link) run() {
 			backoff = min(backoff*2, backoffMax)
 			continue
 		}
-		backoff, quiet = backoffMin, false
+		backoff, last = backoffMin, ""
 		l.serve(conn, br, peer)
 		l.reconnects.Add(1)
 	}
@@ -242,6 +249,7 @@ func (l *link) readAcks(br *bufio.Reader) {
 	var buf []byte
 	for {
 		var err error
+		f = frame{}
 		buf, err = c.readMsg(br, buf, maxHeader, &f)
 		if err != nil {
 			l.die(fmt.Errorf("read: %w", err))
@@ -346,6 +354,10 @@ func (l *link) dial() (net.Conn, *bufio.Reader, string, error) {
 	l.mu.Lock()
 	l.conn = conn // so that Close interrupts a stuck handshake
 	l.mu.Unlock()
+	if r.ctx.Err() != nil { // Close ran before l.conn was set
+		conn.Close()
+		return nil, nil, "", r.ctx.Err()
+	}
 	peer, br, err := r.dialHandshake(conn)
 	if err != nil {
 		conn.Close()

@@ -64,10 +64,13 @@ func (r *Replicator) serveInbound(conn net.Conn) {
 	c := newCodecs()
 	node, err := r.listenHandshake(conn, br, c)
 	if err != nil {
+		r.badLinks.Add(1)
 		r.logf("refused %s: %v", in.remote, err)
 		return
 	}
+	r.inMu.Lock() // Stats reads it
 	in.node = node
+	r.inMu.Unlock()
 	r.logf("peer %s (%s) connected", in.remote, node)
 	if err := r.receive(conn, br, c, in); err != nil && !errors.Is(err, io.EOF) && r.ctx.Err() == nil {
 		if errors.Is(err, errFrame) {
@@ -137,6 +140,7 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 		err     error
 	)
 	for {
+		f = frame{} // a short array must not inherit the last frame's fields
 		hdr, err = c.readMsg(br, hdr, maxHeader, &f)
 		if err != nil {
 			return err

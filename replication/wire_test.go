@@ -33,6 +33,7 @@ func sampleFrames() []frame {
 		{Op: opFlush, Seq: 9},
 		{Op: opMark, Seq: 10},
 		{Op: opAck, Seq: 1<<64 - 1},
+		{Op: opNack, CAS: 1<<63 | 77},
 	}
 }
 
@@ -194,7 +195,8 @@ func TestCheckFrame(t *testing.T) {
 		{"mark with value", frame{Op: opMark, VLen: 1 << 31}, false},
 		{"op 0", frame{Op: 0, Key: key}, false},
 		{"ack is not sent to a listener", frame{Op: opAck, Seq: 1}, false},
-		{"op 6", frame{Op: 6, Key: key}, false},
+		{"nack is not sent to a listener", frame{Op: opNack, CAS: 1}, false},
+		{"op 7", frame{Op: 7, Key: key}, false},
 		{"op 255", frame{Op: 255, Key: key}, false},
 	}
 	for _, tt := range tests {

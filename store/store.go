@@ -939,7 +939,8 @@ func (s *Store) Delete(key []byte, o DeleteOptions) error {
 	}
 	cls := s.slab.ClassOf(r) // before r may be freed
 	cas := o.NewCAS
-	if cas == 0 {
+	if cas == 0 || s.ver != nil && cas <= h.cas {
+		// A replica's deletion must be a newer version than the item.
 		cas = s.nextCAS()
 	}
 	switch {
