@@ -130,6 +130,7 @@ func (r *Replicator) listenHandshake(conn net.Conn, br *bufio.Reader, c *codecs)
 func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inbound) error {
 	var (
 		f       frame
+		reply   frame // acks and nacks, encoded from here: no allocation each
 		hdr     []byte
 		val     []byte
 		out     []byte
@@ -140,7 +141,7 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 		err     error
 	)
 	for {
-		f = frame{} // a short array must not inherit the last frame's fields
+		f = frame{Key: f.Key[:0]} // a short array must not inherit the last frame's fields; the key's buffer is reused
 		hdr, err = c.readMsg(br, hdr, maxHeader, &f)
 		if err != nil {
 			return err
@@ -168,7 +169,8 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 				// command there is answered EXISTS.
 				r.stale.Add(1)
 				if f.Seq != 0 { // a resync's items need no answer
-					nack = c.appendMsg(nack, &frame{Op: opNack, CAS: f.CAS})
+					reply = frame{Op: opNack, CAS: f.CAS}
+					nack = c.appendMsg(nack, &reply)
 				}
 			default:
 				// Out of memory or too large here: the peer holds it, this
@@ -187,12 +189,14 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 			out = append(out[:0], nack...)
 			nack = nack[:0]
 			if lastSeq > acked {
-				out = c.appendMsg(out, &frame{Op: opAck, Seq: lastSeq})
+				reply = frame{Op: opAck, Seq: lastSeq}
+				out = c.appendMsg(out, &reply)
 				acked = lastSeq
 				in.lastSeq.Store(lastSeq)
 			}
 			if f.Op == opMark {
-				out = c.appendMsg(out, &frame{Op: opMark, Seq: f.Seq})
+				reply = frame{Op: opMark, Seq: f.Seq}
+				out = c.appendMsg(out, &reply)
 			}
 			_ = conn.SetWriteDeadline(time.Now().Add(max(4*r.cfg.Timeout, handshakeTimeout)))
 			if _, err := conn.Write(out); err != nil {

@@ -96,7 +96,8 @@ type Replicator struct {
 	mu    sync.Mutex
 	seq   uint64
 	enc   *codecs
-	hdr   []byte // the frame header being sent
+	f     frame  // the frame being sent: a field, so that encoding it does not allocate
+	hdr   []byte // its encoded header
 	links []*link
 	head  atomic.Uint64 // seq, readable without mu
 
@@ -218,25 +219,33 @@ func (r *Replicator) NextCAS() uint64 { return r.clk.next() }
 // key's shard locked: it copies the item into the links' buffers and
 // returns; the links' writers send them.
 func (r *Replicator) Stored(it store.Item) {
-	f := frame{Op: opSet, Key: it.Key(), Flags: it.Flags, Exp: it.Exptime(), CAS: it.CAS, VLen: uint32(it.Len())}
+	var bits uint8
 	if it.BinaryKey() {
-		f.Bits = bitBinaryKey
+		bits = bitBinaryKey
 	}
-	r.send(&f, it)
+	r.mu.Lock()
+	r.f = frame{Op: opSet, Key: it.Key(), Flags: it.Flags, Exp: it.Exptime(), CAS: it.CAS, VLen: uint32(it.Len()), Bits: bits}
+	r.send(it)
 }
 
 // Deleted forwards a deletion (store.Observer).
 func (r *Replicator) Deleted(key []byte, cas uint64) {
-	r.send(&frame{Op: opDel, Key: key, CAS: cas}, store.Item{})
+	r.mu.Lock()
+	r.f = frame{Op: opDel, Key: key, CAS: cas}
+	r.send(store.Item{})
 }
 
 // Flushed forwards flush_all with its time (store.Observer).
 func (r *Replicator) Flushed(at int64, cas uint64) {
-	r.send(&frame{Op: opFlush, Exp: at, CAS: cas}, store.Item{})
+	r.mu.Lock()
+	r.f = frame{Op: opFlush, Exp: at, CAS: cas}
+	r.send(store.Item{})
 }
 
-func (r *Replicator) send(f *frame, it store.Item) {
-	r.mu.Lock()
+// send numbers r.f and hands it, with it's value, to every streaming link.
+// r.mu is held; send releases it.
+func (r *Replicator) send(it store.Item) {
+	f := &r.f
 	r.seq++
 	f.Seq = r.seq
 	encoded := false
@@ -249,6 +258,7 @@ func (r *Replicator) send(f *frame, it store.Item) {
 		}
 		l.push(r.hdr, f, it)
 	}
+	f.Key = nil // it pointed into the item
 	r.head.Store(r.seq)
 	r.mu.Unlock()
 }
