@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -199,7 +200,7 @@ func (l *link) serve(conn net.Conn, br *bufio.Reader, peer string) {
 	l.mu.Unlock()
 	wg.Wait()
 	l.state.Store(stateConnecting)
-	l.r.acked() // waiters stop counting on this peer
+	l.r.wakeAll() // waiters stop counting on this peer
 }
 
 // write is the writer: it sends whatever was pushed, all of it in one
@@ -211,6 +212,9 @@ func (l *link) write(conn net.Conn) {
 		case <-l.r.ctx.Done():
 			l.die(errors.New("shutting down"))
 		}
+		// Let the writers that are running push too before taking the
+		// buffer: a batch of many frames costs the same syscall as one.
+		runtime.Gosched()
 		l.mu.Lock()
 		if l.dead {
 			l.mu.Unlock()
@@ -306,7 +310,6 @@ func (l *link) completeLocked(seq uint64, now time.Time) {
 // the higher CAS, so the order in which the two arrive does not matter.
 func (l *link) resync() {
 	l.resyncs.Add(1)
-	c := newCodecs()
 	var local []byte
 	st := l.r.st
 	for p := 0; p < st.Parts(); p++ {
@@ -316,7 +319,7 @@ func (l *link) resync() {
 			if it.BinaryKey() {
 				f.Bits = bitBinaryKey
 			}
-			local = c.appendMsg(local, &f)
+			local = appendFrame(local, &f)
 			local = it.AppendValue(local)
 		})
 		l.mu.Lock()
@@ -335,7 +338,7 @@ func (l *link) resync() {
 	l.mu.Lock()
 	if !l.dead {
 		l.marker, l.marking = l.r.seq, true
-		l.buf = c.appendMsg(l.buf, &frame{Op: opMark, Seq: l.marker})
+		l.buf = appendFrame(l.buf, &frame{Op: opMark, Seq: l.marker})
 		l.lastSeq = max(l.lastSeq, l.r.seq)
 		l.signal()
 	}

@@ -170,7 +170,7 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 				r.stale.Add(1)
 				if f.Seq != 0 { // a resync's items need no answer
 					reply = frame{Op: opNack, CAS: f.CAS}
-					nack = c.appendMsg(nack, &reply)
+					nack = appendFrame(nack, &reply)
 				}
 			default:
 				// Out of memory or too large here: the peer holds it, this
@@ -190,13 +190,13 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 			nack = nack[:0]
 			if lastSeq > acked {
 				reply = frame{Op: opAck, Seq: lastSeq}
-				out = c.appendMsg(out, &reply)
+				out = appendFrame(out, &reply)
 				acked = lastSeq
 				in.lastSeq.Store(lastSeq)
 			}
 			if f.Op == opMark {
 				reply = frame{Op: opMark, Seq: f.Seq}
-				out = c.appendMsg(out, &reply)
+				out = appendFrame(out, &reply)
 			}
 			_ = conn.SetWriteDeadline(time.Now().Add(max(4*r.cfg.Timeout, handshakeTimeout)))
 			if _, err := conn.Write(out); err != nil {

@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,15 +97,15 @@ type Replicator struct {
 	// in sequence order and acks can be cumulative.
 	mu    sync.Mutex
 	seq   uint64
-	enc   *codecs
 	f     frame  // the frame being sent: a field, so that encoding it does not allocate
 	hdr   []byte // its encoded header
 	links []*link
 	head  atomic.Uint64 // seq, readable without mu
 
-	// Waiters sleep on ackCh; every ack closes it and makes a new one.
-	ackMu sync.Mutex
-	ackCh chan struct{}
+	// Writes waiting for acks. An ack wakes only the waiters it satisfies,
+	// not every waiting connection.
+	wmu     sync.Mutex
+	waiters []*waiter
 
 	ln      net.Listener
 	ctx     context.Context
@@ -160,8 +162,6 @@ func New(cfg Config) (*Replicator, error) {
 		clk:     newHLC(uint64(node)),
 		node:    node,
 		need:    (len(cfg.Peers) + 1) / 2, // a majority of n+1 nodes is n/2+1 (integer), this one included
-		enc:     newCodecs(),
-		ackCh:   make(chan struct{}),
 		inbound: make(map[net.Conn]*inbound),
 		ovSet:   make(map[uint64]struct{}, overruledKept),
 	}
@@ -254,7 +254,7 @@ func (r *Replicator) send(it store.Item) {
 			continue
 		}
 		if !encoded {
-			r.hdr, encoded = r.enc.appendMsg(r.hdr[:0], f), true
+			r.hdr, encoded = appendFrame(r.hdr[:0], f), true
 		}
 		l.push(r.hdr, f, it)
 	}
@@ -267,25 +267,80 @@ func (r *Replicator) send(it store.Item) {
 // client's write, once its store call returned, is at or below it.
 func (r *Replicator) Head() uint64 { return r.head.Load() }
 
-// acked wakes the waiters: some link's ack moved.
-func (r *Replicator) acked() {
-	r.ackMu.Lock()
-	close(r.ackCh)
-	r.ackCh = make(chan struct{})
-	r.ackMu.Unlock()
+// waiter is one connection waiting in Wait.
+type waiter struct {
+	seq uint64
+	ch  chan struct{} // capacity 1: a wake-up is never lost nor blocks
 }
 
-func (r *Replicator) ackChan() chan struct{} {
-	r.ackMu.Lock()
-	defer r.ackMu.Unlock()
-	return r.ackCh
-}
+var waiters = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
 
 var timers = sync.Pool{New: func() any {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	return t
 }}
+
+// progress is the highest sequence number that meets the ack rule now:
+// under all, the lowest ack of the in-sync peers; under quorum, the
+// need-th highest ack.
+func (r *Replicator) progress() uint64 {
+	if r.cfg.Ack == AckAll {
+		p := uint64(math.MaxUint64)
+		for _, l := range r.links {
+			if l.state.Load() == stateInSync {
+				p = min(p, l.ackedSeq.Load())
+			}
+		}
+		return p
+	}
+	if r.need == 0 {
+		return math.MaxUint64
+	}
+	var acks [8]uint64
+	a := acks[:0]
+	for _, l := range r.links {
+		a = append(a, l.ackedSeq.Load())
+	}
+	slices.Sort(a)
+	return a[len(a)-r.need]
+}
+
+// acked wakes the waiters an ack satisfied.
+func (r *Replicator) acked() {
+	p := r.progress()
+	r.wmu.Lock()
+	ws := r.waiters[:0]
+	for _, w := range r.waiters {
+		if w.seq <= p {
+			w.wake()
+		} else {
+			ws = append(ws, w)
+		}
+	}
+	clear(r.waiters[len(ws):])
+	r.waiters = ws
+	r.wmu.Unlock()
+}
+
+// wakeAll wakes every waiter to look again: a peer's state changed, so
+// what the rule asks for did too.
+func (r *Replicator) wakeAll() {
+	r.wmu.Lock()
+	for _, w := range r.waiters {
+		w.wake()
+	}
+	clear(r.waiters)
+	r.waiters = r.waiters[:0]
+	r.wmu.Unlock()
+}
+
+func (w *waiter) wake() {
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
+}
 
 // Wait returns when the writes up to seq satisfy the ack rule. Under all,
 // a peer that has not acked within the timeout is marked out of sync and
@@ -297,14 +352,35 @@ func (r *Replicator) Wait(seq uint64) error {
 		return nil
 	}
 	var t *time.Timer
+	var w *waiter
 	defer func() {
 		if t != nil {
 			t.Stop()
 			timers.Put(t)
 		}
+		if w != nil {
+			r.wmu.Lock()
+			if i := slices.Index(r.waiters, w); i >= 0 {
+				r.waiters = slices.Delete(r.waiters, i, i+1)
+			}
+			r.wmu.Unlock()
+			select { // a wake-up that raced with the end of the wait
+			case <-w.ch:
+			default:
+			}
+			waiters.Put(w)
+		}
 	}()
 	for {
-		ch := r.ackChan()
+		if w != nil {
+			// Register before looking, so that an ack between the look
+			// and the sleep still wakes us.
+			r.wmu.Lock()
+			if !slices.Contains(r.waiters, w) {
+				r.waiters = append(r.waiters, w)
+			}
+			r.wmu.Unlock()
+		}
 		done, possible := r.satisfied(seq)
 		if done {
 			return nil
@@ -313,12 +389,15 @@ func (r *Replicator) Wait(seq uint64) error {
 			r.refused.Add(1)
 			return ErrQuorum
 		}
-		if t == nil {
+		if w == nil {
+			w = waiters.Get().(*waiter)
+			w.seq = seq
 			t = timers.Get().(*time.Timer)
 			t.Reset(r.cfg.Timeout)
+			continue // register, then look again
 		}
 		select {
-		case <-ch:
+		case <-w.ch:
 		case <-t.C:
 			return r.timedOut(seq)
 		}
@@ -360,6 +439,7 @@ func (r *Replicator) timedOut(seq uint64) error {
 		if l.state.CompareAndSwap(stateInSync, stateOutOfSync) {
 			l.timeouts.Add(1)
 			r.logf("peer %s did not ack within %v: out of sync", l.addr, r.cfg.Timeout)
+			defer r.wakeAll() // the others stop waiting for it too
 		}
 	}
 	if r.cfg.Ack == AckQuorum && have < r.need {

@@ -189,3 +189,65 @@ func checkFrame(f *frame, itemMax int) error {
 	}
 	return nil
 }
+
+// appendFrame appends f as a frame (length, then its msgpack header) to
+// dst. It writes the same msgpack array that the codec writes for frame
+// (TestAppendFrameMatchesCodec checks it), by hand: it runs for every
+// write with the key's shard locked, and the codec's reflection took a
+// quarter of a replicating node's CPU.
+func appendFrame(dst []byte, f *frame) []byte {
+	at := len(dst)
+	dst = append(dst, 0, 0, 0, 0, 0x98) // length placeholder, fixarray of 8
+	dst = appendUint(dst, uint64(f.Op))
+	dst = appendUint(dst, f.Seq)
+	if f.Key == nil {
+		dst = append(dst, 0xc0) // nil, as the codec writes a nil slice
+	} else {
+		dst = append(dst, 0xc4, byte(len(f.Key))) // bin8: keys are at most 250 bytes
+		dst = append(dst, f.Key...)
+	}
+	dst = appendUint(dst, uint64(f.Flags))
+	dst = appendInt(dst, f.Exp)
+	dst = appendUint(dst, f.CAS)
+	dst = appendUint(dst, uint64(f.VLen))
+	dst = appendUint(dst, uint64(f.Bits))
+	binary.BigEndian.PutUint32(dst[at:], uint32(len(dst)-at-4))
+	return dst
+}
+
+// appendUint writes v in msgpack's smallest unsigned form.
+func appendUint(b []byte, v uint64) []byte {
+	switch {
+	case v < 0x80:
+		return append(b, byte(v))
+	case v <= 0xff:
+		return append(b, 0xcc, byte(v))
+	case v <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, 0xcd), uint16(v))
+	case v <= 0xffffffff:
+		return binary.BigEndian.AppendUint32(append(b, 0xce), uint32(v))
+	}
+	return binary.BigEndian.AppendUint64(append(b, 0xcf), v)
+}
+
+// appendInt writes v as the codec does: a positive fixint, else the
+// smallest signed form.
+func appendInt(b []byte, v int64) []byte {
+	switch {
+	case v > 0x7fff_ffff:
+		return binary.BigEndian.AppendUint64(append(b, 0xd3), uint64(v))
+	case v > 0x7fff:
+		return binary.BigEndian.AppendUint32(append(b, 0xd2), uint32(v))
+	case v > 0x7f:
+		return binary.BigEndian.AppendUint16(append(b, 0xd1), uint16(v))
+	case v >= -32:
+		return append(b, byte(v))
+	case v >= -128:
+		return append(b, 0xd0, byte(v))
+	case v >= -32768:
+		return binary.BigEndian.AppendUint16(append(b, 0xd1), uint16(v))
+	case v >= -1<<31:
+		return binary.BigEndian.AppendUint32(append(b, 0xd2), uint32(v))
+	}
+	return binary.BigEndian.AppendUint64(append(b, 0xd3), uint64(v))
+}

@@ -60,6 +60,8 @@ type options struct {
 	replAck        string
 	replTimeout    time.Duration
 	replSecretFile string
+
+	cpuProfile string // --cpuprofile: a pprof CPU profile of the whole run
 }
 
 var errHelpShown = errors.New("help shown")
@@ -103,6 +105,8 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 	fs.StringVarP(&o.authFile, "auth-file", "Y", "", "require ascii authentication with the user:password lines of this file (ascii protocol only)")
 	fs.StringArrayVarP(&o.extended, "extended", "o", nil, "comma-separated extended options, see below")
 	fs.String("config", "", "read options from a file in /etc/memcached.conf format")
+
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the run to this file (written at exit: SIGTERM or SIGINT)")
 
 	// Replication: Tandem's own options, long names only.
 	fs.StringSliceVar(&o.peers, "peers", nil, "replication peers, HOST:PORT[,HOST:PORT...] (none: replication off)")

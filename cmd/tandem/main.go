@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -113,6 +114,21 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tandem: setting %d event loops: %v\n", o.threads, err)
 			return 71
 		}
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "tandem: --cpuprofile: %v\n", err)
+			return 71
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "tandem: --cpuprofile: %v\n", err)
+			return 71
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	repl, err := newReplicator(o, stderr)
 	if err != nil {
