@@ -17,6 +17,9 @@ func TestTextEncoders(t *testing.T) {
 	require.Equal(t, "set k 7 0 3\r\nabc\r\n", string(appendTextSet(nil, []byte("k"), 7, 0, []byte("abc"))))
 	require.Equal(t, "mg k v f k\r\n", string(appendMetaGet(nil, []byte("k"))))
 	require.Equal(t, "ms k 3 F7 T0\r\nabc\r\n", string(appendMetaSet(nil, []byte("k"), 7, 0, []byte("abc"))))
+	require.Equal(t, "set k 7 60 3\r\nabc\r\n", string(appendTextSet(nil, []byte("k"), 7, 60, []byte("abc"))))
+	require.Equal(t, "ms k 3 F7 T-1\r\nabc\r\n", string(appendMetaSet(nil, []byte("k"), 7, -1, []byte("abc"))))
+	require.Equal(t, "mn\r\n", string(appendMetaNoop(nil)))
 }
 
 func TestBinaryEncoders(t *testing.T) {
@@ -35,6 +38,17 @@ func TestBinaryEncoders(t *testing.T) {
 		1, 2, 3, 4, 0, 0, 0, 60, // flags, exptime
 		'k', 'v', 'v',
 	}, set)
+	require.Equal(t, []byte{
+		0x80, 0x0d, 0, 1, 0, 0, 0, 0, // magic, GETKQ, key length 1
+		0, 0, 0, 1, 0, 0, 0, 5, // body 1, opaque 5
+		0, 0, 0, 0, 0, 0, 0, 0,
+		'k',
+	}, appendBinaryGetKQ(nil, []byte("k"), 5))
+	require.Equal(t, []byte{
+		0x80, 0x0a, 0, 0, 0, 0, 0, 0, // magic, NOOP
+		0, 0, 0, 0, 0, 0, 0, 5, // no body, opaque 5
+		0, 0, 0, 0, 0, 0, 0, 0,
+	}, appendBinaryNoop(nil, 5))
 }
 
 // binaryResponse builds a response packet for the parser tests.
@@ -80,6 +94,7 @@ func TestParseReplies(t *testing.T) {
 		{name: "meta value", parse: meta, in: "VA 3 f7 kkey\r\nabc\r\n", kind: ReplyValue, key: "key",
 			value: "abc", flags: 7, n: 19},
 		{name: "meta miss", parse: meta, in: "EN\r\n", kind: ReplyMiss, n: 4},
+		{name: "meta noop", parse: meta, in: "MN\r\n", kind: ReplyNoop, n: 4},
 		{name: "meta stored", parse: meta, in: "HD\r\n", kind: ReplyStored, n: 4},
 		{name: "meta not stored", parse: meta, in: "NS\r\n", kind: ReplyNotStored, n: 4},
 		{name: "meta client error", parse: meta, in: "CLIENT_ERROR bad data chunk\r\n", kind: ReplyError, n: 29},
@@ -90,6 +105,11 @@ func TestParseReplies(t *testing.T) {
 			kind: ReplyValue, value: "abc", flags: 7, n: 24 + 4 + 3},
 		{name: "binary miss", parse: bin, in: string(binaryResponse(binOpGet, 1, nil, nil, []byte("Not found"), 0)),
 			kind: ReplyMiss, n: 24 + 9},
+		{name: "binary getkq hit", parse: bin,
+			in:   string(binaryResponse(binOpGetKQ, 0, []byte{0, 0, 0, 7}, []byte("kk"), []byte("abc"), 4)),
+			kind: ReplyValue, key: "kk", value: "abc", flags: 7, n: 24 + 4 + 2 + 3},
+		{name: "binary noop", parse: bin, in: string(binaryResponse(binOpNoop, 0, nil, nil, nil, 4)),
+			kind: ReplyNoop, n: 24},
 		{name: "binary stored", parse: bin, in: string(binaryResponse(binOpSet, 0, nil, nil, nil, 0)),
 			kind: ReplyStored, n: 24},
 		{name: "binary not stored", parse: bin, in: string(binaryResponse(binOpSet, 5, nil, nil, nil, 0)),
@@ -167,6 +187,15 @@ func TestParseFlags(t *testing.T) {
 	require.Equal(t, []int{1, 3, 10, 20}, []int{cfg.SetWeight, cfg.GetWeight, cfg.ValueMin, cfg.ValueMax})
 	require.Len(t, o.compare, 2)
 	require.Equal(t, []string{"x", "-p", "{port}"}, o.compare[0].Args)
+	require.Zero(t, cfg.Exptime)
+	cfg, _, err = parseFlags([]string{"-exptime", "60", "-proto", "meta", "-multiget", "4"}, &out)
+	require.NoError(t, err)
+	require.Equal(t, int64(60), cfg.Exptime)
+	require.Equal(t, 4, cfg.MultiGet)
+	cfg.Servers, cfg.Conns, cfg.Pipeline, cfg.Keys = []string{"x"}, 1, 1, 1
+	require.NoError(t, cfg.check(), "multiget works with meta")
+	cfg.Proto, cfg.Exptime = ProtoBinary, -1
+	require.Error(t, cfg.check(), "binary exptime is unsigned")
 	for _, bad := range [][]string{{"-proto", "udp"}, {"-ratio", "3"}, {"-value", "9-1"},
 		{"-compare", "nameonly"}, {"-compare", "a=x -p 1"}} {
 		_, _, err := parseFlags(bad, &out)
@@ -222,14 +251,40 @@ func TestSmoke(t *testing.T) {
 		{"text open loop, shared goroutines", func(c *Config) { c.Rate, c.Goroutines = 4000, 2 }},
 		{"binary open loop", func(c *Config) { c.Proto, c.Rate, c.Pipeline = ProtoBinary, 4000, 1 }},
 		{"meta request count", func(c *Config) { c.Proto, c.Requests, c.Duration = ProtoMeta, 3000, 0 }},
+		{"text exptime", func(c *Config) { c.Proto, c.Exptime = ProtoText, 3600 }},
+		// Half the keys never set: the multi-gets see hits and misses.
+		{"meta multiget", func(c *Config) {
+			c.Proto, c.MultiGet, c.SetWeight, c.Keys, c.KeyPrefix = ProtoMeta, 5, 0, 4000, "mgmeta:"
+		}},
+		{"binary multiget", func(c *Config) {
+			c.Proto, c.MultiGet, c.SetWeight, c.Keys, c.KeyPrefix = ProtoBinary, 5, 0, 4000, "mgbin:"
+			c.ValueMin, c.ValueMax = 60, 3000
+		}},
+		{"binary multiget with sets", func(c *Config) { c.Proto, c.MultiGet, c.Rate = ProtoBinary, 3, 4000 }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := base
 			tc.change(&cfg)
+			if cfg.SetWeight == 0 {
+				// Prefill only the first half of the keys, from another run.
+				half := cfg
+				half.Keys, half.Duration, half.Requests, half.Warmup, half.GetWeight = cfg.Keys/2, 0, 1, 0, 0
+				half.SetWeight = 1
+				_, err := Run(context.Background(), half)
+				require.NoError(t, err)
+				cfg.Prefill = false
+			}
 			res, err := Run(context.Background(), cfg)
 			require.NoError(t, err)
 			checkResult(t, res)
+			if cfg.SetWeight == 0 {
+				require.Positive(t, res.Ops["get"].Misses)
+				// Hits and misses count keys: MultiGet per request.
+				g := res.Ops["get"]
+				require.Equal(t, g.Requests*int64(cfg.MultiGet), g.Hits+g.Misses)
+				require.InDelta(t, 0.5, float64(g.Hits)/float64(g.Hits+g.Misses), 0.1)
+			}
 			if cfg.Requests > 0 {
 				require.Equal(t, cfg.Requests, res.Requests)
 			}
@@ -239,6 +294,39 @@ func TestSmoke(t *testing.T) {
 				require.InDelta(t, cfg.Rate, res.Throughput, cfg.Rate/2)
 			}
 			require.NotNil(t, res.ServerCPU)
+			// -pid also measures the server's memory.
+			require.NotNil(t, res.ServerRSS, res.Note)
+			require.Positive(t, res.ServerRSS.IdleBytes)
+			require.Positive(t, res.ServerRSS.ConnectedBytes)
+			if cfg.Prefill {
+				require.Positive(t, res.ServerRSS.PrefillBytes)
+			}
+		})
+	}
+}
+
+// TestExptimeExpired sets every key with an exptime that is a unix time in
+// the past (beyond 30 days, so absolute): each protocol must carry it, and
+// then every get misses.
+func TestExptimeExpired(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	srv := startTandem(t, tandemSpec(t))
+	for _, proto := range []Protocol{ProtoText, ProtoMeta, ProtoBinary} {
+		t.Run(proto.String(), func(t *testing.T) {
+			cfg := Config{
+				Servers: []string{srv.addr}, Proto: proto, Conns: 2, Pipeline: 4, SetWeight: 1, GetWeight: 4,
+				MultiGet: 1, Keys: 300, KeyPrefix: "exp:" + proto.String() + ":", Dist: "uniform",
+				ValueMin: 100, ValueMax: 100, Requests: 1000, Prefill: true, VerifyFrac: 1,
+				Exptime: 60*60*24*30 + 1,
+			}
+			res, err := Run(context.Background(), cfg)
+			require.NoError(t, err)
+			require.Zero(t, res.ErrorTotal, "%v", res.Errors)
+			require.Zero(t, res.Ops["get"].Hits)
+			require.Positive(t, res.Ops["get"].Misses)
+			require.Contains(t, res.Workload, "exptime=2592001")
 		})
 	}
 }
@@ -294,7 +382,7 @@ func TestCompare(t *testing.T) {
 	other := spec
 	other.Name = "again"
 	cfg := Config{
-		Proto: ProtoText, Conns: 2, Pipeline: 4, SetWeight: 1, GetWeight: 4, MultiGet: 1, Keys: 500,
+		Proto: ProtoText, Conns: 2, Pipeline: 4, SetWeight: 1, GetWeight: 4, MultiGet: 1, Keys: 5000,
 		KeyPrefix: "cmp:", Dist: "uniform", ValueMin: 100, ValueMax: 100, Duration: 300 * time.Millisecond,
 		Prefill: true, VerifyFrac: 0.5,
 	}
@@ -306,10 +394,23 @@ func TestCompare(t *testing.T) {
 	for _, r := range c.Runs {
 		checkResult(t, r)
 		require.NotNil(t, r.ServerCPU)
+		require.Positive(t, r.ReadyMS)
+		require.NotNil(t, r.ServerRSS, r.Note)
+	}
+	for _, row := range c.Rows {
+		require.Positive(t, row.ReadyMS)
+		require.Less(t, row.ReadyMS, 5000.0)
+		require.Positive(t, row.IdleRSS)
+		// 5000 values of 100 bytes: the growth is real but well under a
+		// page per key.
+		require.Positive(t, row.RSSPerKey)
+		require.Less(t, row.RSSPerKey, 4096.0)
 	}
 	var out bytes.Buffer
 	printComparison(&out, c)
 	require.True(t, strings.Contains(out.String(), "again"), out.String())
+	require.Contains(t, out.String(), "RSS per key")
+	t.Log("\n" + out.String())
 }
 
 // TestHotPathAllocs guards the per-request code: encoders, parsers and the

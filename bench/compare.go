@@ -43,7 +43,14 @@ type server struct {
 	addr   string
 	output bytes.Buffer  // stdout and stderr; read only after exited
 	exited chan struct{} // closed once the process has been waited for
+	// readyIn is the time from just before exec to the first answered
+	// "version", to within readyPoll.
+	readyIn time.Duration
 }
+
+// readyPoll is the wait between attempts to reach a starting server: a
+// refused connect costs microseconds, and start-up times are milliseconds.
+const readyPoll = time.Millisecond
 
 // startServer starts spec on a free port and waits until it answers
 // "version", or fails after readyTimeout.
@@ -61,6 +68,7 @@ func startServer(spec serverSpec, readyTimeout time.Duration) (*server, error) {
 	s.cmd.Stdout, s.cmd.Stderr = &s.output, &s.output
 	// Should the tool die without stopping it, the kernel kills the server.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	start := time.Now()
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", spec.Name, err)
 	}
@@ -72,12 +80,13 @@ func startServer(spec serverSpec, readyTimeout time.Duration) (*server, error) {
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		if ready(s.addr) {
+			s.readyIn = time.Since(start)
 			return s, nil
 		}
 		select {
 		case <-s.exited:
 			return nil, fmt.Errorf("%s exited before it was ready: %s", spec.Name, s.output.String())
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(readyPoll):
 		}
 		if time.Now().After(deadline) {
 			s.stop()
@@ -127,6 +136,11 @@ type CompareRow struct {
 	Errors      int64   `json:"errors"` // summed over the rounds
 	ClientBound int     `json:"client_bound_rounds"`
 	OtherCores  float64 `json:"other_cores"` // median of the runs' OtherCores
+	ReadyMS     float64 `json:"ready_ms"`    // exec to first answered "version"
+	IdleRSS     float64 `json:"idle_rss_bytes"`
+	// RSSPerKey is (RSS after prefill - idle RSS) / keys, in bytes; 0
+	// without a prefill.
+	RSSPerKey float64 `json:"rss_per_key_bytes"`
 }
 
 // Comparison is compare mode's result.
@@ -161,6 +175,7 @@ func compare(ctx context.Context, cfg Config, specs []serverSpec, rounds int, re
 				return nil, fmt.Errorf("%s round %d: %w", spec.Name, r+1, err)
 			}
 			res.Name, res.Round = spec.Name, r+1
+			res.ReadyMS = float64(srv.readyIn) / float64(time.Millisecond)
 			fmt.Fprintf(log, "  %.0f req/s  p50 %s  p99 %s  errors %d\n", res.Throughput,
 				fmtUS(res.Ops["all"].Latency.P50), fmtUS(res.Ops["all"].Latency.P99), res.ErrorTotal)
 			out.Runs = append(out.Runs, res)
@@ -180,6 +195,19 @@ func compare(ctx context.Context, cfg Config, specs []serverSpec, rounds int, re
 			return r.ServerCPU.PerMillion
 		})
 		row.OtherCores = median(rs, func(r *Result) float64 { return r.OtherCores })
+		row.ReadyMS = median(rs, func(r *Result) float64 { return r.ReadyMS })
+		row.IdleRSS = median(rs, func(r *Result) float64 {
+			if r.ServerRSS == nil {
+				return 0
+			}
+			return float64(r.ServerRSS.IdleBytes)
+		})
+		row.RSSPerKey = median(rs, func(r *Result) float64 {
+			if r.ServerRSS == nil {
+				return 0
+			}
+			return r.ServerRSS.PerKey
+		})
 		for _, r := range rs {
 			row.Errors += r.ErrorTotal
 			if r.ClientBound {
@@ -214,16 +242,24 @@ func median(rs []*Result, f func(*Result) float64) float64 {
 func printComparison(w io.Writer, c *Comparison) {
 	fmt.Fprintf(w, "workload: %s\nmedians of %d rounds; ratio = this server / %s\n", c.Workload, c.Rounds,
 		c.Rows[0].Name)
-	fmt.Fprintf(w, "%-12s %12s %6s %9s %6s %9s %6s %14s %6s %7s %12s %11s\n", "server", "req/s", "ratio", "p50",
-		"ratio", "p99", "ratio", "srv cpu s/Mreq", "ratio", "errors", "client-bound", "other load")
+	fmt.Fprintf(w, "%-12s %12s %6s %9s %6s %9s %6s %14s %6s %7s %12s %11s %8s %6s %11s %6s %11s %6s\n",
+		"server", "req/s", "ratio", "p50", "ratio", "p99", "ratio", "srv cpu s/Mreq", "ratio", "errors",
+		"client-bound", "other load", "ready ms", "ratio", "idle RSS MB", "ratio", "RSS per key", "ratio")
 	base := c.Rows[0]
 	for _, r := range c.Rows {
-		fmt.Fprintf(w, "%-12s %12.0f %6s %9s %6s %9s %6s %14.3f %6s %7d %10d/%d %11.2f\n", r.Name,
-			r.Throughput, ratio(r.Throughput, base.Throughput),
+		perKey := "-"
+		if r.RSSPerKey != 0 {
+			perKey = strconv.FormatFloat(r.RSSPerKey, 'f', 0, 64) + " B"
+		}
+		fmt.Fprintf(w, "%-12s %12.0f %6s %9s %6s %9s %6s %14.3f %6s %7d %10d/%d %11.2f %8.1f %6s %11.1f %6s %11s %6s\n",
+			r.Name, r.Throughput, ratio(r.Throughput, base.Throughput),
 			fmtUS(r.P50), ratio(r.P50, base.P50),
 			fmtUS(r.P99), ratio(r.P99, base.P99),
 			r.CPUPerM, ratio(r.CPUPerM, base.CPUPerM),
-			r.Errors, r.ClientBound, c.Rounds, r.OtherCores)
+			r.Errors, r.ClientBound, c.Rounds, r.OtherCores,
+			r.ReadyMS, ratio(r.ReadyMS, base.ReadyMS),
+			r.IdleRSS/(1<<20), ratio(r.IdleRSS, base.IdleRSS),
+			perKey, ratio(r.RSSPerKey, base.RSSPerKey))
 	}
 }
 

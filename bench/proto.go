@@ -61,6 +61,9 @@ const (
 	ReplyNotStored
 	// ReplyError is ERROR, CLIENT_ERROR, SERVER_ERROR or another binary status.
 	ReplyError
+	// ReplyNoop is meta MN or a binary NOOP response: the end of a
+	// multi-get's replies.
+	ReplyNoop
 )
 
 // Reply is one parsed reply. Key, Value and Msg alias the parsed buffer: they
@@ -90,6 +93,9 @@ const (
 	binResMagic  = 0x81 // response packets
 	binOpGet     = 0x00
 	binOpSet     = 0x01
+	binOpNoop    = 0x0a
+	binOpGetK    = 0x0c
+	binOpGetKQ   = 0x0d // quiet: a miss sends no packet
 	binSetExtras = 8 // SET extras: flags (4) and exptime (4)
 	binGetExtras = 4 // GET response extras: flags (4)
 
@@ -131,6 +137,10 @@ func appendMetaGet(dst, key []byte) []byte {
 	return append(dst, " v f k\r\n"...)
 }
 
+// appendMetaNoop appends "mn\r\n", which the server answers with "MN" once
+// it has answered every request before it.
+func appendMetaNoop(dst []byte) []byte { return append(dst, "mn\r\n"...) }
+
 // appendMetaSet appends "ms key bytes F<flags> T<exptime>\r\nvalue\r\n".
 func appendMetaSet(dst, key []byte, flags uint32, exptime int64, value []byte) []byte {
 	dst = append(dst, "ms "...)
@@ -164,6 +174,19 @@ func appendBinaryHeader(dst []byte, op uint8, keyLen, extLen int, bodyLen int, o
 func appendBinaryGet(dst, key []byte, opaque uint32) []byte {
 	dst = appendBinaryHeader(dst, binOpGet, len(key), 0, len(key), opaque)
 	return append(dst, key...)
+}
+
+// appendBinaryGetKQ appends a GETKQ request packet: a hit's response
+// carries the key, a miss sends nothing.
+func appendBinaryGetKQ(dst, key []byte, opaque uint32) []byte {
+	dst = appendBinaryHeader(dst, binOpGetKQ, len(key), 0, len(key), opaque)
+	return append(dst, key...)
+}
+
+// appendBinaryNoop appends a NOOP request packet: its response follows the
+// responses to every request before it.
+func appendBinaryNoop(dst []byte, opaque uint32) []byte {
+	return appendBinaryHeader(dst, binOpNoop, 0, 0, 0, opaque)
 }
 
 // appendBinarySet appends a SET request packet with extras flags and exptime.
@@ -284,7 +307,7 @@ func parseUint(b []byte, limit int) (uint64, bool) {
 	return n, n <= uint64(limit)
 }
 
-// ParseMetaReply parses one meta-protocol reply (VA, EN, HD, NS or an error
+// ParseMetaReply parses one meta-protocol reply (VA, EN, HD, NS, MN or an error
 // line) from the start of buf into r, as ParseTextReply. Of the returned
 // flags it reads f (client flags) and k (key).
 func ParseMetaReply(buf []byte, r *Reply) (int, error) {
@@ -300,6 +323,9 @@ func ParseMetaReply(buf []byte, r *Reply) (int, error) {
 		return 0, errMalformed
 	}
 	switch string(l[:2]) {
+	case "MN":
+		r.Kind = ReplyNoop
+		return hl, nil
 	case "EN":
 		r.Kind = ReplyMiss
 		return hl, nil
@@ -342,9 +368,10 @@ func ParseMetaReply(buf []byte, r *Reply) (int, error) {
 	return n, nil
 }
 
-// ParseBinaryReply parses one binary response packet from the start of buf
-// into r, as ParseTextReply. maxBody bounds the body a header may announce,
-// so that a corrupt length fails instead of waiting for gigabytes.
+// ParseBinaryReply parses one binary response packet (GET, GETK, GETKQ, SET
+// or NOOP) from the start of buf into r, as ParseTextReply. maxBody bounds
+// the body a header may announce, so that a corrupt length fails instead of
+// waiting for gigabytes.
 func ParseBinaryReply(buf []byte, r *Reply, maxBody int) (int, error) {
 	*r = Reply{}
 	if len(buf) < binHeaderLen {
@@ -368,8 +395,9 @@ func ParseBinaryReply(buf []byte, r *Reply, maxBody int) (int, error) {
 	r.Status = status
 	r.Opaque = binary.BigEndian.Uint32(buf[12:])
 	b := buf[binHeaderLen:n]
+	isGet := op == binOpGet || op == binOpGetK || op == binOpGetKQ
 	switch {
-	case status == binStatusNotFound && op == binOpGet:
+	case status == binStatusNotFound && isGet:
 		r.Kind = ReplyMiss
 	case status == binStatusNotStored:
 		r.Kind = ReplyNotStored
@@ -377,7 +405,9 @@ func ParseBinaryReply(buf []byte, r *Reply, maxBody int) (int, error) {
 		r.Kind, r.Msg = ReplyError, b
 	case op == binOpSet:
 		r.Kind = ReplyStored
-	case op == binOpGet:
+	case op == binOpNoop:
+		r.Kind = ReplyNoop
+	case isGet:
 		if extLen != binGetExtras {
 			return 0, errMalformed
 		}

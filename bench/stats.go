@@ -118,7 +118,12 @@ type Result struct {
 	SendLag   *Latency `json:"send_lag,omitempty"`
 	Series    []Second `json:"series"`
 	ServerCPU *CPU     `json:"server_cpu,omitempty"`
-	ClientCPU CPU      `json:"client_cpu"`
+	// ServerRSS (-pid or compare mode) is the server's resident memory.
+	ServerRSS *RSS `json:"server_rss,omitempty"`
+	// ReadyMS (compare mode) is how long the server took from exec to its
+	// first answer to "version", in milliseconds.
+	ReadyMS   float64 `json:"ready_ms,omitempty"`
+	ClientCPU CPU     `json:"client_cpu"`
 	// OtherCores is the machine's busy CPU during the window not used by
 	// this client or the measured server, in cores: other load that makes
 	// the run noisy. Without -pid it includes the server.
@@ -127,6 +132,43 @@ type Result struct {
 	// the run: see clientBound.
 	ClientBound bool   `json:"client_bound"`
 	Note        string `json:"note,omitempty"`
+}
+
+// RSS is a server's resident memory (VmRSS) at three points of a run.
+type RSS struct {
+	// IdleBytes is read before the run connects: right after start in
+	// compare mode.
+	IdleBytes int64 `json:"idle_bytes"`
+	// ConnectedBytes is read once the run's connections are open.
+	ConnectedBytes int64 `json:"connected_bytes"`
+	// PrefillBytes is read after the prefill set every key; 0 without one.
+	PrefillBytes int64 `json:"after_prefill_bytes,omitempty"`
+	// PerKey is (PrefillBytes - IdleBytes) / keys: the memory an item costs,
+	// the connections' buffers included.
+	PerKey float64 `json:"per_key_bytes,omitempty"`
+}
+
+// procRSS returns a process's resident set size, VmRSS in
+// /proc/PID/status.
+func procRSS(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		v, ok := strings.CutPrefix(l, "VmRSS:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 2 && f[1] == "kB" {
+			if n, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				return n << 10, nil
+			}
+		}
+		break
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
 // clientBound flags a run whose client used 90% of the machine's cores, or,
@@ -248,6 +290,16 @@ func printResult(w io.Writer, r *Result) {
 		fmt.Fprintf(w, "server cpu: %.2fs (%.2f cores), %.3f s per million requests\n",
 			r.ServerCPU.Seconds, r.ServerCPU.Cores, r.ServerCPU.PerMillion)
 	}
+	if m := r.ServerRSS; m != nil {
+		fmt.Fprintf(w, "server rss: idle %.1f MB, connected %.1f MB", mb(m.IdleBytes), mb(m.ConnectedBytes))
+		if m.PrefillBytes > 0 {
+			fmt.Fprintf(w, ", after prefill %.1f MB, %.0f bytes per key", mb(m.PrefillBytes), m.PerKey)
+		}
+		fmt.Fprintln(w)
+	}
+	if r.ReadyMS > 0 {
+		fmt.Fprintf(w, "server ready in %.1f ms\n", r.ReadyMS)
+	}
 	fmt.Fprintf(w, "client cpu: %.2fs (%.2f cores), %.3f s per million requests",
 		r.ClientCPU.Seconds, r.ClientCPU.Cores, r.ClientCPU.PerMillion)
 	if r.ClientBound {
@@ -262,6 +314,8 @@ func printResult(w io.Writer, r *Result) {
 		fmt.Fprintf(w, "note: %s\n", r.Note)
 	}
 }
+
+func mb(b int64) float64 { return float64(b) / (1 << 20) }
 
 // fmtUS formats microseconds with a unit, keeping three significant digits.
 func fmtUS(us float64) string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -34,7 +35,8 @@ type Config struct {
 	Pipeline int
 	// SetWeight:GetWeight is the set:get ratio.
 	SetWeight, GetWeight int
-	// MultiGet is the keys per get (text protocol only).
+	// MultiGet is the keys per get: one text get of that many keys, or
+	// that many meta mg followed by mn, or binary GETKQ followed by NOOP.
 	MultiGet int
 	// Keys is the key space size; keys are KeyPrefix + decimal index.
 	Keys      int
@@ -54,13 +56,17 @@ type Config struct {
 	Warmup time.Duration
 	// Prefill sets every key once before the warm-up.
 	Prefill bool
+	// Exptime is the exptime every set carries (memcached's: seconds up to
+	// 30 days, else a unix time; negative is already expired). 0: never.
+	Exptime int64
 	// Rate > 0 selects open loop: requests per second over all connections,
 	// each connection's requests scheduled at fixed intervals, latency
 	// measured from the scheduled time. 0 is closed loop.
 	Rate float64
 	// VerifyFrac is the fraction of values read that are checked.
 	VerifyFrac float64
-	// ServerPID, when > 0, is the server process whose CPU time is measured.
+	// ServerPID, when > 0, is the server process whose CPU time and
+	// resident memory are measured.
 	ServerPID int
 	// Timeout bounds every connect, write and reply; default 5s.
 	Timeout time.Duration
@@ -84,6 +90,9 @@ func (c *Config) String() string {
 	if c.ValueMax != c.ValueMin {
 		fmt.Fprintf(&b, "-%d", c.ValueMax)
 	}
+	if c.Exptime != 0 {
+		fmt.Fprintf(&b, " exptime=%d", c.Exptime)
+	}
 	if c.Rate > 0 {
 		fmt.Fprintf(&b, " rate=%.0f", c.Rate)
 	}
@@ -101,8 +110,8 @@ func (c *Config) check() error {
 		return errors.New("conns, pipeline, keys and multiget must be at least 1")
 	case c.SetWeight < 0 || c.GetWeight < 0 || c.SetWeight+c.GetWeight == 0:
 		return errors.New("ratio needs a positive set or get weight")
-	case c.MultiGet > 1 && c.Proto != ProtoText:
-		return errors.New("multiget needs the text protocol")
+	case c.Proto == ProtoBinary && (c.Exptime < 0 || c.Exptime > math.MaxUint32):
+		return errors.New("the binary protocol's exptime is 0 to 2^32-1")
 	case c.ValueMin < 1 || c.ValueMax < c.ValueMin:
 		return errors.New("bad value size range")
 	case c.Dist == "zipf" && !(c.ZipfS > 1):
@@ -204,6 +213,9 @@ type runState struct {
 	// maxHeader is the longest value header; values shorter than it cannot
 	// be verified.
 	maxHeader int
+	// rss is the server's resident memory (with ServerPID), or why not.
+	rss    *RSS
+	rssErr error
 }
 
 // worker is one client goroutine with its connections and statistics.
@@ -248,6 +260,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	rn := &runState{cfg: &cfg}
+	var rss *RSS
+	var rssErr error
+	if cfg.ServerPID > 0 {
+		rss = &RSS{}
+		rss.IdleBytes, rssErr = procRSS(cfg.ServerPID)
+	}
 	rn.maxHeader = len("k= v= ") + len(cfg.KeyPrefix) + len(strconv.Itoa(cfg.Keys-1)) + 20
 	ws := make([]*worker, cfg.Goroutines)
 	for i := range ws {
@@ -268,12 +286,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		w.slots = append(w.slots, s)
 	}
 	defer closeAll(ws)
+	if rss != nil && rssErr == nil {
+		rss.ConnectedBytes, rssErr = procRSS(cfg.ServerPID)
+	}
 
 	if cfg.Prefill {
 		if err := prefill(ws); err != nil {
 			return nil, err
 		}
+		if rss != nil && rssErr == nil {
+			rss.PrefillBytes, rssErr = procRSS(cfg.ServerPID)
+			rss.PerKey = float64(rss.PrefillBytes-rss.IdleBytes) / float64(cfg.Keys)
+		}
 	}
+	rn.rss, rn.rssErr = rss, rssErr
 
 	rn.t0 = time.Now()
 	rn.measureStart = rn.t0.Add(cfg.Warmup)
@@ -450,6 +476,11 @@ func (rn *runState) result(res *Result, ws []*worker, srv0, cli0, mach0 time.Dur
 		} else {
 			c := cpuOf(srv1-srv0, res.Elapsed, res.Requests)
 			res.ServerCPU = &c
+		}
+		if rn.rssErr != nil {
+			res.Note = strings.TrimPrefix(res.Note+"; server rss: "+rn.rssErr.Error(), "; ")
+		} else {
+			res.ServerRSS = rn.rss
 		}
 	}
 	if machErr == nil && mach0 > 0 && res.Elapsed > 0 {
@@ -778,11 +809,11 @@ func (w *worker) send(s *slot) error {
 			w.exp = appendValue(w.exp[:0], w.key, p.ver, h, valueSize(h, cfg.ValueMin, cfg.ValueMax))
 			switch cfg.Proto {
 			case ProtoText:
-				c.wbuf = appendTextSet(c.wbuf, w.key, valueFlags(h), 0, w.exp)
+				c.wbuf = appendTextSet(c.wbuf, w.key, valueFlags(h), cfg.Exptime, w.exp)
 			case ProtoMeta:
-				c.wbuf = appendMetaSet(c.wbuf, w.key, valueFlags(h), 0, w.exp)
+				c.wbuf = appendMetaSet(c.wbuf, w.key, valueFlags(h), cfg.Exptime, w.exp)
 			case ProtoBinary:
-				c.wbuf = appendBinarySet(c.wbuf, w.key, valueFlags(h), 0, w.exp, uint32(i))
+				c.wbuf = appendBinarySet(c.wbuf, w.key, valueFlags(h), cfg.Exptime, w.exp, uint32(i))
 			}
 		}
 		if len(c.wbuf) == 0 {
@@ -796,6 +827,9 @@ func (w *worker) send(s *slot) error {
 	return nil
 }
 
+// appendGet appends a get of keys. A multi-get is one text get, or for meta
+// an mg per key and then mn, for binary a GETKQ per key and then a NOOP, all
+// with the request's opaque; the MN or NOOP reply ends it.
 func (w *worker) appendGet(dst []byte, keys []uint64, opaque uint32) []byte {
 	switch w.cfg.Proto {
 	case ProtoText:
@@ -806,11 +840,24 @@ func (w *worker) appendGet(dst []byte, keys []uint64, opaque uint32) []byte {
 		}
 		return append(dst, "\r\n"...)
 	case ProtoMeta:
-		w.key = w.appendKey(w.key[:0], keys[0])
-		return appendMetaGet(dst, w.key)
+		for _, k := range keys {
+			w.key = w.appendKey(w.key[:0], k)
+			dst = appendMetaGet(dst, w.key)
+		}
+		if len(keys) > 1 {
+			dst = appendMetaNoop(dst)
+		}
+		return dst
 	default:
-		w.key = w.appendKey(w.key[:0], keys[0])
-		return appendBinaryGet(dst, w.key, opaque)
+		if len(keys) == 1 {
+			w.key = w.appendKey(w.key[:0], keys[0])
+			return appendBinaryGet(dst, w.key, opaque)
+		}
+		for _, k := range keys {
+			w.key = w.appendKey(w.key[:0], k)
+			dst = appendBinaryGetKQ(dst, w.key, opaque)
+		}
+		return appendBinaryNoop(dst, opaque)
 	}
 }
 
@@ -892,31 +939,50 @@ var (
 	errUnexpected = errors.New("unexpected reply")
 )
 
+// receiveGet reads a get's replies. A text get ends with END; a single meta
+// or binary get is one reply; a meta or binary multi-get ends with MN or the
+// NOOP response, after a reply per key (meta: VA, EN or an error) or per hit
+// (binary GETKQ: misses send nothing).
 func (w *worker) receiveGet(c *conn, s *slot, p *pending, opaque uint32) error {
+	proto := w.cfg.Proto
 	keys := s.keyIdx[p.keys : p.keys+p.nkeys]
+	// A multi-get other than text's: replies per key up to a terminator.
+	multi := proto != ProtoText && p.nkeys > 1
 	hits := 0
-	j := 0 // text: VALUE keys come in request order; j is the next candidate
+	j := 0 // values come in request order; j is the next candidate key
 	for {
 		if err := w.next(c); err != nil {
 			return err
 		}
 		r := &w.reply
-		if w.cfg.Proto == ProtoBinary && r.Opaque != opaque {
+		if proto == ProtoBinary && r.Opaque != opaque {
 			return errOpaque
 		}
 		switch r.Kind {
 		case ReplyError:
 			p.fail(errorKind(r))
+			if multi {
+				continue // the other keys' replies and the terminator follow
+			}
 			return nil
 		case ReplyEnd:
-			if w.cfg.Proto != ProtoText {
+			if proto != ProtoText {
+				return errUnexpected
+			}
+			w.countHits(p, hits)
+			return nil
+		case ReplyNoop:
+			if !multi {
 				return errUnexpected
 			}
 			w.countHits(p, hits)
 			return nil
 		case ReplyMiss:
-			if w.cfg.Proto == ProtoText {
+			if proto == ProtoText {
 				return errUnexpected
+			}
+			if multi {
+				continue
 			}
 			w.countHits(p, 0)
 			return nil
@@ -924,12 +990,9 @@ func (w *worker) receiveGet(c *conn, s *slot, p *pending, opaque uint32) error {
 		default:
 			return errUnexpected
 		}
-		// Which key is this? Text and meta name it; binary GET does not.
-		var key uint64
-		switch w.cfg.Proto {
-		case ProtoBinary:
-			key = keys[0]
-		default:
+		// Which key is this? Text, meta and GETKQ name it; binary GET does not.
+		key := keys[0]
+		if proto != ProtoBinary || multi {
 			found := false
 			for j < len(keys) && !found {
 				w.key = w.appendKey(w.key[:0], keys[j])
@@ -951,7 +1014,7 @@ func (w *worker) receiveGet(c *conn, s *slot, p *pending, opaque uint32) error {
 				p.fail("verify")
 			}
 		}
-		if w.cfg.Proto != ProtoText {
+		if proto != ProtoText && !multi {
 			w.countHits(p, 1)
 			return nil
 		}

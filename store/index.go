@@ -20,8 +20,9 @@ import (
 // Growth rehashes this shard only, 1/512 of the keys, under its lock, while
 // the other shards keep serving.
 type index struct {
-	slots []uint64
-	count int
+	slots  []uint64
+	count  int
+	mapped bool // slots is mapped outside the Go heap (see newSlots)
 }
 
 const (
@@ -77,16 +78,26 @@ func (ix *index) place(e uint64) {
 }
 
 func (ix *index) grow() {
-	old := ix.slots
+	old, oldMapped := ix.slots, ix.mapped
 	want := max(indexMinSlots, len(old)+len(old)/4)
-	// Take the whole allocation the runtime rounds the request up to.
-	s := slices.Grow([]uint64(nil), want)
+	var s []uint64
+	if s, ix.mapped = newSlots(want); !ix.mapped {
+		// Take the whole allocation the runtime rounds the request up to.
+		s = slices.Grow(s[:0], want)
+	}
 	ix.slots = s[:cap(s)]
 	for _, e := range old {
 		if e != 0 {
 			ix.place(e)
 		}
 	}
+	freeSlots(old, oldMapped)
+}
+
+// free releases the table (Store.Close).
+func (ix *index) free() {
+	freeSlots(ix.slots, ix.mapped)
+	ix.slots, ix.count, ix.mapped = nil, 0, false
 }
 
 // remove deletes the entry at slot i and shifts back the entries after it

@@ -273,7 +273,12 @@ func defaultPageSize(limit int64, chunkMax int) int {
 }
 
 // Close releases the slab memory. No method may be called during or after it.
-func (s *Store) Close() error { return s.slab.Close() }
+func (s *Store) Close() error {
+	for i := range s.shards {
+		s.shards[i].ix.free()
+	}
+	return s.slab.Close()
+}
 
 func (s *Store) now() uint32 { return uint32(s.clock.Now() - s.epoch) }
 
