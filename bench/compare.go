@@ -145,6 +145,7 @@ type CompareRow struct {
 
 // Comparison is compare mode's result.
 type Comparison struct {
+	Spec     string       `json:"matrix_spec,omitempty"` // the -matrix workload, if any
 	Workload string       `json:"workload"`
 	Rounds   int          `json:"rounds"`
 	Rows     []CompareRow `json:"rows"`

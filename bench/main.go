@@ -47,7 +47,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 
 	var out any
-	if len(o.compare) > 0 {
+	if len(o.matrix) > 0 {
+		m, err := runMatrix(ctx, cfg, o.matrix, o.compare, o.rounds, o.readyTimeout, stdout, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		printMatrixSummary(stdout, m)
+		out = m
+	} else if len(o.compare) > 0 {
 		c, err := compare(ctx, cfg, o.compare, o.rounds, o.readyTimeout, stderr)
 		if err != nil {
 			fmt.Fprintln(stderr, "bench:", err)
@@ -81,6 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 type options struct {
 	json         string
 	compare      []serverSpec
+	matrix       []matrixEntry
 	rounds       int
 	readyTimeout time.Duration
 	cpuprofile   string
@@ -122,6 +131,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 		o.compare = append(o.compare, spec)
 		return err
 	})
+	matrix := fs.String("matrix", "", "compare mode: comma-separated `workloads` proto/pN/SET:GET[/mK] run in turn, "+
+		"e.g. text/p16/1:10,binary/p1/1:1")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write this client's CPU profile to `file`")
 	fs.IntVar(&o.rounds, "rounds", 3, "compare mode: alternating rounds")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 5*time.Second, "compare mode: how long a server may take to start")
@@ -150,6 +161,14 @@ func parseFlags(args []string, stderr io.Writer) (Config, options, error) {
 	}
 	if len(o.compare) > 0 && (*replicate != "" || cfg.ServerPID != 0) {
 		return cfg, o, errors.New("-compare starts its own servers: no -replicate or -pid")
+	}
+	if *matrix != "" {
+		if len(o.compare) == 0 {
+			return cfg, o, errors.New("-matrix needs -compare servers")
+		}
+		if o.matrix, err = parseMatrix(*matrix); err != nil {
+			return cfg, o, err
+		}
 	}
 	if o.rounds < 1 {
 		return cfg, o, errors.New("-rounds must be at least 1")
