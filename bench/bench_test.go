@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -441,4 +443,51 @@ func TestHotPathAllocs(t *testing.T) {
 		}
 	})
 	require.Zero(t, allocs)
+}
+
+func TestParseMatrix(t *testing.T) {
+	m, err := parseMatrix("text/p16/1:10, binary/p1/1:1/m4")
+	require.NoError(t, err)
+	require.Equal(t, []matrixEntry{
+		{Spec: "text/p16/1:10", Proto: ProtoText, Pipeline: 16, SetWeight: 1, GetWeight: 10},
+		{Spec: "binary/p1/1:1/m4", Proto: ProtoBinary, Pipeline: 1, SetWeight: 1, GetWeight: 1, MultiGet: 4},
+	}, m)
+	for _, bad := range []string{"", "text", "text/p16", "udp/p1/1:1", "text/16/1:1", "text/p0/1:1",
+		"text/p1/1", "text/p1/1:1/4", "text/p1/1:1/m0", "text/p1/1:1/m2/x"} {
+		_, err := parseMatrix(bad)
+		require.Error(t, err, bad)
+	}
+	var out bytes.Buffer
+	_, _, err = parseFlags([]string{"-matrix", "text/p1/1:1"}, &out)
+	require.Error(t, err, "-matrix without -compare")
+}
+
+// TestMatrix runs two tiny workloads through the command line and checks
+// the tables and the JSON.
+func TestMatrix(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers")
+	}
+	spec := tandemSpec(t)
+	js := filepath.Join(t.TempDir(), "m.json")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-compare", "tandem=" + strings.Join(spec.Args, " "),
+		"-matrix", "text/p4/1:4,binary/p1/1:1/m3", "-rounds", "1", "-duration", "200ms", "-warmup", "50ms",
+		"-conns", "2", "-keys", "500", "-verify", "1", "-quiet", "-json", js}, &stdout, &stderr)
+	require.Zero(t, code, stderr.String())
+	s := stdout.String()
+	require.Equal(t, 2, strings.Count(s, "workload: "), s)
+	require.Contains(t, s, "summary")
+	require.Contains(t, s, "binary/p1/1:1/m3")
+	b, err := os.ReadFile(js)
+	require.NoError(t, err)
+	var m Matrix
+	require.NoError(t, json.Unmarshal(b, &m))
+	require.Len(t, m.Workloads, 2)
+	require.Contains(t, m.Workloads[1].Workload, "proto=binary conns=2 goroutines=2 pipeline=1 ratio=1:1 multiget=3")
+	for _, c := range m.Workloads {
+		require.Len(t, c.Runs, 1)
+		checkResult(t, c.Runs[0])
+	}
+	t.Log("\n" + s)
 }

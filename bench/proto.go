@@ -96,8 +96,8 @@ const (
 	binOpNoop    = 0x0a
 	binOpGetK    = 0x0c
 	binOpGetKQ   = 0x0d // quiet: a miss sends no packet
-	binSetExtras = 8 // SET extras: flags (4) and exptime (4)
-	binGetExtras = 4 // GET response extras: flags (4)
+	binSetExtras = 8    // SET extras: flags (4) and exptime (4)
+	binGetExtras = 4    // GET response extras: flags (4)
 
 	binStatusOK        = 0x0000
 	binStatusNotFound  = 0x0001
