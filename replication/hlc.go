@@ -17,6 +17,10 @@ const (
 	wallShift   = nodeBits + counterBits
 )
 
+// maxAheadMs is how far ahead of the wall clock a received version may
+// move this node's clock.
+const maxAheadMs = 24 * 3600 * 1000
+
 // hlcEpoch is 2025-01-01 UTC in unix milliseconds.
 const hlcEpoch = 1735689600000
 
@@ -49,6 +53,11 @@ func (c *hlc) next() uint64 {
 // wall clock is ahead of ours.
 func (c *hlc) observe(cas uint64) {
 	v := cas &^ nodeMask
+	// A version more than a day ahead of this node's wall clock is not
+	// followed: one near 2^64 would make the clock wrap.
+	if limit := uint64(max(c.now().UnixMilli()-hlcEpoch, 0)+maxAheadMs) << wallShift; v > limit {
+		return
+	}
 	for {
 		old := c.last.Load()
 		if v <= old || c.last.CompareAndSwap(old, v) {

@@ -57,6 +57,7 @@ type link struct {
 	lastSeq uint64 // highest sequence pushed
 	marker  uint64 // sequence of the current resync's mark
 	marking bool   // the mark is sent
+	catchUp uint64 // out of sync: in sync again once this sequence is acked
 	dead    bool   // the current connection is finished
 	conn    net.Conn
 	peer    string                  // the peer's node id
@@ -287,12 +288,36 @@ func (l *link) ack(seq uint64) {
 	l.ackedSeq.Store(seq)
 	l.mu.Lock()
 	l.completeLocked(seq, time.Now())
-	caughtUp := seq >= l.lastSeq && len(l.buf) == 0
+	caughtUp := seq >= l.catchUp
 	l.mu.Unlock()
 	if caughtUp && l.state.CompareAndSwap(stateOutOfSync, stateInSync) {
 		l.r.logf("peer %s: caught up, in sync", l.addr)
 	}
 	l.r.acked()
+}
+
+// counted is the link's ack as quorum may count it: a link still resyncing
+// holds only the writes streamed since it connected, not the older ones
+// its resync has yet to send, so its acks count once its mark is back.
+func (l *link) counted() uint64 {
+	switch l.state.Load() {
+	case stateInSync, stateOutOfSync:
+		return l.ackedSeq.Load()
+	}
+	return 0
+}
+
+// markOutOfSync moves an in-sync link out of sync after a timeout. It
+// comes back once it has acked everything pushed so far: its stream is
+// complete and in order, so that is all it lacks.
+func (l *link) markOutOfSync() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.state.CompareAndSwap(stateInSync, stateOutOfSync) {
+		return false
+	}
+	l.catchUp = l.lastSeq
+	return true
 }
 
 // completeLocked records the ack latency of the batches up to seq. l.mu held.
@@ -312,8 +337,27 @@ func (l *link) resync() {
 	l.resyncs.Add(1)
 	var local []byte
 	st := l.r.st
+	// First what flush_all decided, so that a peer that missed a flush
+	// drops the same items (both frames are idempotent).
+	if pending, cas := st.FlushState(); cas != 0 || pending != 0 {
+		if cas != 0 {
+			local = appendFrame(local, &frame{Op: opFlush, CAS: cas})
+		}
+		if pending != 0 {
+			local = appendFrame(local, &frame{Op: opFlush, Exp: pending})
+		}
+		l.mu.Lock()
+		l.buf = append(l.buf, local...)
+		l.signal()
+		l.mu.Unlock()
+	}
 	for p := 0; p < st.Parts(); p++ {
 		local = local[:0]
+		// Tombstones too: a peer that kept its memory while away must
+		// drop what was deleted meanwhile.
+		st.ForEachTomb(p, func(key []byte, cas uint64) {
+			local = appendFrame(local, &frame{Op: opDel, Key: key, CAS: cas})
+		})
 		st.ForEach(p, func(it store.Item) {
 			f := frame{Op: opSet, Key: it.Key(), Flags: it.Flags, Exp: it.Exptime(), CAS: it.CAS, VLen: uint32(it.Len())}
 			if it.BinaryKey() {

@@ -23,19 +23,28 @@ type inbound struct {
 // accept serves the replication port.
 func (r *Replicator) accept() {
 	defer r.wg.Done()
+	backoff := time.Duration(0)
 	for {
 		conn, err := r.ln.Accept()
 		if err != nil {
 			if r.ctx.Err() != nil {
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			// Out of file descriptors, or another passing failure: keep
+			// the port open, as net/http does, or peers could never
+			// reconnect to this node.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			r.logf("accept: %v (retrying in %v)", err, backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-r.ctx.Done():
+				t.Stop()
+				return
 			}
-			r.logf("accept: %v", err)
-			return
+			continue
 		}
+		backoff = 0
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
@@ -125,6 +134,9 @@ func (r *Replicator) listenHandshake(conn net.Conn, br *bufio.Reader, c *codecs)
 	return h.Node, nil
 }
 
+// ackEvery bounds the frames applied between two acks.
+const ackEvery = 64
+
 // receive applies frames until the link ends, acking whenever it has
 // caught up with what was sent: one ack covers a whole batch.
 func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inbound) error {
@@ -137,6 +149,7 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 		nack    []byte // nacks not yet sent
 		lastSeq uint64
 		acked   uint64
+		unacked int // frames applied since the last ack
 		itemMax = r.st.ItemSizeMax()
 		err     error
 	)
@@ -172,10 +185,16 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 					reply = frame{Op: opNack, CAS: f.CAS}
 					nack = appendFrame(nack, &reply)
 				}
+			case f.Seq != 0:
+				// Out of memory (-M) or too large for this node's -I: it
+				// cannot hold a write the sender is waiting for. Acking it
+				// would tell the client a lie; closing the link makes the
+				// sender stop counting this node until it resyncs.
+				return fmt.Errorf("cannot apply %q: %w", f.Key, err)
 			default:
-				// Out of memory or too large here: the peer holds it, this
-				// node does not; a read here misses, as after an eviction.
-				r.logf("peer %s: cannot apply %q: %v", in.node, f.Key, err)
+				// The same during a resync: the item stays missing here,
+				// as after an eviction; the resync goes on.
+				r.logf("peer %s: cannot apply %q from the resync: %v", in.node, f.Key, err)
 			}
 		case opDel:
 			r.clk.observe(f.CAS)
@@ -185,7 +204,11 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 			r.st.ApplyFlush(f.Exp, f.CAS)
 		}
 		lastSeq = max(lastSeq, f.Seq)
-		if f.Op == opMark || br.Buffered() == 0 && (lastSeq > acked || len(nack) > 0) {
+		unacked++
+		// Ack once the input is drained, or every ackEvery frames: a peer
+		// working through a backlog would otherwise ack only at its end.
+		if f.Op == opMark || (br.Buffered() == 0 || unacked >= ackEvery) && (lastSeq > acked || len(nack) > 0) {
+			unacked = 0
 			out = append(out[:0], nack...)
 			nack = nack[:0]
 			if lastSeq > acked {

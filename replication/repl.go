@@ -300,7 +300,7 @@ func (r *Replicator) progress() uint64 {
 	var acks [8]uint64
 	a := acks[:0]
 	for _, l := range r.links {
-		a = append(a, l.ackedSeq.Load())
+		a = append(a, l.counted())
 	}
 	slices.Sort(a)
 	return a[len(a)-r.need]
@@ -418,10 +418,10 @@ func (r *Replicator) satisfied(seq uint64) (done, possible bool) {
 	have, could := 0, 0
 	for _, l := range r.links {
 		switch {
-		case l.ackedSeq.Load() >= seq:
+		case l.counted() >= seq:
 			have++
 		case l.state.Load() != stateConnecting:
-			could++ // streaming: it may still ack
+			could++ // streaming: it may still ack (a resyncing one once its mark is back)
 		}
 	}
 	return have >= r.need, have+could >= r.need
@@ -432,11 +432,17 @@ func (r *Replicator) satisfied(seq uint64) (done, possible bool) {
 func (r *Replicator) timedOut(seq uint64) error {
 	have := 0
 	for _, l := range r.links {
-		if l.ackedSeq.Load() >= seq {
+		if l.counted() >= seq {
 			have++
 			continue
 		}
-		if l.state.CompareAndSwap(stateInSync, stateOutOfSync) {
+		if l.markOutOfSync() {
+			if l.ackedSeq.Load() >= seq {
+				// The ack came in between: it was in time after all.
+				l.state.CompareAndSwap(stateOutOfSync, stateInSync)
+				have++
+				continue
+			}
 			l.timeouts.Add(1)
 			r.logf("peer %s did not ack within %v: out of sync", l.addr, r.cfg.Timeout)
 			defer r.wakeAll() // the others stop waiting for it too

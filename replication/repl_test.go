@@ -947,7 +947,8 @@ func TestInbound(t *testing.T) {
 		_, err := conn.Write(out)
 		require.NoError(t, err)
 	}
-	const base = 1 << 62 // versions decades ahead of the node's clock
+	// Versions an hour ahead of the node's clock (within the day it follows).
+	base := (uint64(time.Now().UnixMilli()-hlcEpoch) + 3600_000) << wallShift
 
 	send(frame{Op: opSet, Seq: 1, Key: []byte("a"), CAS: base + 10, VLen: 3, Flags: 9},
 		frame{Op: opSet, Seq: 2, Key: []byte("b"), CAS: base + 10, VLen: 1})

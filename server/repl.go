@@ -37,6 +37,14 @@ func textWrite(r *protocol.Request) bool {
 	return false
 }
 
+func isMeta(cmd protocol.Command) bool {
+	switch cmd {
+	case protocol.CmdMetaSet, protocol.CmdMetaDelete, protocol.CmdMetaArith, protocol.CmdMetaGet:
+		return true
+	}
+	return false
+}
+
 // binaryWrite tells whether a binary opcode (quiet ones mapped to their
 // loud form) changes the store.
 func binaryWrite(op uint8) bool {
@@ -74,9 +82,13 @@ func (c *conn) wrote(mark int, b *binRequest) {
 	c.replSeq = c.s.repl.Head()
 	cas := c.casWrote
 	c.casWrote = 0
-	if len(c.out) == mark {
-		return // noreply or quiet: nothing to replace
+	quiet := b != nil && b.quiet || b == nil && c.req.Meta.Quiet && isMeta(c.req.Cmd)
+	if len(c.out) == mark && !quiet {
+		return // noreply: the client asked for no answer, even an error
 	}
+	// A quiet write (meta q, binary ...Q) answers nothing on success but
+	// must still hear a failure: its mark is empty, and an error reply
+	// is inserted there if need be.
 	m := replMark{start: mark, end: len(c.out), cas: cas}
 	if b != nil {
 		m.binary, m.opcode, m.opaque = true, b.Opcode, b.Opaque
@@ -116,6 +128,9 @@ func (c *conn) settle() {
 				o = append(o, c.out[prev:m.start]...)
 				o = protocol.AppendBinaryError(o, m.opcode, protocol.StatusKeyExists, m.opaque,
 					protocol.StatusText(protocol.StatusKeyExists))
+			case m.meta && m.start == m.end:
+				o = append(o, c.out[prev:m.start]...)
+				o = protocol.AppendLine(o, "EX") // quiet: no flags were written to keep
 			case m.meta:
 				// Keep the flags the client asked back (O, k, ...): only the code changes.
 				o = append(o, c.out[prev:m.start]...)

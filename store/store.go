@@ -1176,13 +1176,13 @@ func (s *Store) ApplyState(key, value []byte, flags uint32, exptime int64, cas u
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if t, ok := sh.tombs[string(key)]; ok {
-		if t.cas >= cas {
-			return false, nil
-		}
-		delete(sh.tombs, string(key))
+	if t, ok := sh.tombs[string(key)]; ok && t.cas >= cas {
+		return false, nil
 	}
 	_, err := s.set(sh, h32, key, value, &SetOptions{Mode: modeApply, Flags: flags, NewCAS: cas, BinaryKey: binaryKey}, exp, now)
+	if err == nil && sh.tombs != nil {
+		delete(sh.tombs, string(key)) // only once the newer state is in
+	}
 	if errors.Is(err, ErrExists) {
 		return false, nil
 	}

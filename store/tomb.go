@@ -95,3 +95,26 @@ func (s *Store) ForEach(p int, fn func(Item)) {
 		fn(s.view(r, &h, now))
 	})
 }
+
+// ForEachTomb calls fn with the key and version of every tombstone of part
+// p, with that part locked: a resync sends them so that a peer that missed
+// a deletion drops the key too. fn must copy what it keeps.
+func (s *Store) ForEachTomb(p int, fn func(key []byte, cas uint64)) {
+	sh := &s.shards[p]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for k, t := range sh.tombs {
+		fn([]byte(k), t.cas)
+	}
+}
+
+// FlushState is what flush_all has decided so far, for a resync: cas, if
+// not 0, is the CAS below which items are flushed (a flush now, see
+// flushBelow); pending, if not 0, is the unix time of the last delayed
+// flush, to come or past (items stored before it are flushed).
+func (s *Store) FlushState() (pending int64, cas uint64) {
+	if ol := s.oldestLive.Load(); ol > 1 {
+		pending = s.unix(ol + 1)
+	}
+	return pending, s.oldestCAS.Load()
+}
