@@ -430,7 +430,7 @@ func (r *Replicator) satisfied(seq uint64) (done, possible bool) {
 // timedOut marks the peers that did not ack seq in time out of sync and
 // decides the write.
 func (r *Replicator) timedOut(seq uint64) error {
-	have := 0
+	have, dropped := 0, 0
 	for _, l := range r.links {
 		if l.counted() >= seq {
 			have++
@@ -444,6 +444,7 @@ func (r *Replicator) timedOut(seq uint64) error {
 				continue
 			}
 			l.timeouts.Add(1)
+			dropped++
 			r.logf("peer %s did not ack within %v: out of sync", l.addr, r.cfg.Timeout)
 			defer r.wakeAll() // the others stop waiting for it too
 		}
@@ -452,7 +453,9 @@ func (r *Replicator) timedOut(seq uint64) error {
 		r.refused.Add(1)
 		return ErrQuorum
 	}
-	r.degraded.Add(1)
+	if dropped > 0 {
+		r.degraded.Add(1) // answered without a peer that should have had it
+	}
 	return nil
 }
 
