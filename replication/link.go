@@ -58,6 +58,8 @@ type link struct {
 	marker  uint64 // sequence of the current resync's mark
 	marking bool   // the mark is sent
 	catchUp uint64 // out of sync: in sync again once this sequence is acked
+	// resyncBytes is how much of buf a resync put there.
+	resyncBytes int
 	dead    bool   // the current connection is finished
 	conn    net.Conn
 	peer    string                  // the peer's node id
@@ -97,7 +99,9 @@ func (l *link) push(hdr []byte, f *frame, it store.Item) {
 	if l.dead {
 		return
 	}
-	if len(l.buf)+len(hdr)+int(f.VLen) > l.r.cfg.MaxPending {
+	// A resync's share of the buffer does not count: one shard of a
+	// very large cache may exceed the cap on its own.
+	if len(l.buf)-l.resyncBytes+len(hdr)+int(f.VLen) > l.r.cfg.MaxPending {
 		// The peer takes writes slower than they come: rather than
 		// buffer without end (or block the write path), drop the link;
 		// the peer is refilled by a resync when it is back.
@@ -176,7 +180,7 @@ func (l *link) serve(conn net.Conn, br *bufio.Reader, peer string) {
 	l.r.logf("peer %s (%s): connected, resyncing", l.addr, peer)
 	l.mu.Lock()
 	l.conn, l.peer, l.dead = conn, peer, false
-	l.buf, l.sent, l.marker, l.marking = l.buf[:0], l.sent[:0], 0, false
+	l.buf, l.sent, l.marker, l.marking, l.resyncBytes = l.buf[:0], l.sent[:0], 0, false, 0
 	l.mu.Unlock()
 	l.ackedSeq.Store(0)
 	l.state.Store(stateResyncing)
@@ -197,7 +201,7 @@ func (l *link) serve(conn net.Conn, br *bufio.Reader, peer string) {
 	l.streaming = false
 	l.r.mu.Unlock()
 	l.mu.Lock()
-	l.buf = l.buf[:0]
+	l.buf, l.resyncBytes = l.buf[:0], 0
 	l.mu.Unlock()
 	wg.Wait()
 	l.state.Store(stateConnecting)
@@ -222,6 +226,7 @@ func (l *link) write(conn net.Conn) {
 			return
 		}
 		b := l.buf
+		l.resyncBytes = 0
 		l.buf = l.spare[:0]
 		l.spare = nil
 		if len(b) > 0 {
@@ -348,6 +353,7 @@ func (l *link) resync() {
 		}
 		l.mu.Lock()
 		l.buf = append(l.buf, local...)
+		l.resyncBytes += len(local)
 		l.signal()
 		l.mu.Unlock()
 	}
@@ -375,6 +381,7 @@ func (l *link) resync() {
 			return
 		}
 		l.buf = append(l.buf, local...)
+		l.resyncBytes += len(local)
 		l.signal()
 		l.mu.Unlock()
 	}
