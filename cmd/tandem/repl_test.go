@@ -1390,3 +1390,55 @@ func TestReplFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestReplQuietWriteFailure: a quiet write (meta q, binary SETQ) answers
+// nothing on success, but must still hear that replication could not
+// acknowledge it, whether the wait timed out after the write was applied
+// or the write was refused up front.
+func TestReplQuietWriteFailure(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	nodes := startReplGroup(t, 2, "--repl-ack", "quorum", "--repl-timeout", timeout.String())
+	a, b := nodes[0], nodes[1]
+	ca := mustText(t, a.addr)
+	require.Equal(t, "MN\r\n", ca.mustDo(t, "ms q:ok 1 q\r\nx\r\nmn\r\n"), "a quiet write that succeeds answers nothing")
+
+	require.NoError(t, b.p.cmd.Process.Signal(syscall.SIGSTOP))
+	t.Cleanup(func() { _ = b.p.cmd.Process.Signal(syscall.SIGCONT) }) // before startProc's Kill
+	// B was in sync: the write is applied, waits, times out without a
+	// majority: the empty success becomes the error.
+	const quorumErr = "SERVER_ERROR replication quorum not reached\r\n"
+	require.Equal(t, quorumErr, ca.mustDo(t, "ms q:timedout 1 q\r\nx\r\nmn\r\n"), logs(nodes))
+	line, err := ca.r.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "MN\r\n", line)
+	// B is now out of sync: refused before it is applied.
+	require.Equal(t, quorumErr, ca.mustDo(t, "ms q:refused 1 q\r\nx\r\nmn\r\n"), logs(nodes))
+	line, err = ca.r.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "MN\r\n", line)
+
+	// Binary SETQ then NOOP: an error packet (status 0x86), then the NOOP's.
+	c, err := net.DialTimeout("tcp", a.addr, time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(replIOTimeout)))
+	req := append(breq(0x11, "q:binary", flagsExp(0, 0), "v").bytes(), breq(0x0a, "", nil, "").bytes()...)
+	_, err = c.Write(req)
+	require.NoError(t, err)
+	r := bufio.NewReader(c)
+	var ops []byte
+	var statuses []uint16
+	for len(ops) < 2 {
+		var h [24]byte
+		_, err := io.ReadFull(r, h[:])
+		require.NoError(t, err, logs(nodes))
+		_, err = io.CopyN(io.Discard, r, int64(binary.BigEndian.Uint32(h[8:12])))
+		require.NoError(t, err)
+		ops, statuses = append(ops, h[1]), append(statuses, binary.BigEndian.Uint16(h[6:8]))
+		if h[1] == 0x0a {
+			break
+		}
+	}
+	require.Equal(t, []byte{0x11, 0x0a}, ops, "statuses %v", statuses)
+	require.Equal(t, []uint16{0x86, 0}, statuses)
+}
