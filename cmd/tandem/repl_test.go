@@ -1404,6 +1404,7 @@ func TestReplQuietWriteFailure(t *testing.T) {
 
 	require.NoError(t, b.p.cmd.Process.Signal(syscall.SIGSTOP))
 	t.Cleanup(func() { _ = b.p.cmd.Process.Signal(syscall.SIGCONT) }) // before startProc's Kill
+	waitStopped(t, b.p.cmd.Process.Pid)
 	// B was in sync: the write is applied, waits, times out without a
 	// majority: the empty success becomes the error.
 	const quorumErr = "SERVER_ERROR replication quorum not reached\r\n"
@@ -1441,4 +1442,23 @@ func TestReplQuietWriteFailure(t *testing.T) {
 	}
 	require.Equal(t, []byte{0x11, 0x0a}, ops, "statuses %v", statuses)
 	require.Equal(t, []uint16{0x86, 0}, statuses)
+}
+
+// waitStopped waits until the kernel shows pid stopped: SIGSTOP takes
+// effect asynchronously, and a peer still running for a moment would ack.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		require.NoError(t, err)
+		// The state follows the command name in parentheses.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'T' {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d not stopped after 5 s: %s", pid, b)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
