@@ -60,12 +60,12 @@ type link struct {
 	catchUp uint64 // out of sync: in sync again once this sequence is acked
 	// resyncBytes is how much of buf a resync put there.
 	resyncBytes int
-	dead    bool   // the current connection is finished
-	conn    net.Conn
-	peer    string                  // the peer's node id
-	sent    []sentMark              // batches written, not yet acked
-	lat     *hdrhistogram.Histogram // ack latency, microseconds
-	wake    chan struct{}
+	dead        bool // the current connection is finished
+	conn        net.Conn
+	peer        string                  // the peer's node id
+	sent        []sentMark              // batches written, not yet acked
+	lat         *hdrhistogram.Histogram // ack latency, microseconds
+	wake        chan struct{}
 
 	state    atomic.Int32
 	ackedSeq atomic.Uint64
@@ -239,7 +239,7 @@ func (l *link) write(conn net.Conn) {
 		}
 		// A peer that stops reading (SIGSTOP) must not hold the writer
 		// for ever: past the deadline the link is dropped.
-		_ = conn.SetWriteDeadline(time.Now().Add(max(4*l.r.cfg.Timeout, handshakeTimeout)))
+		_ = conn.SetWriteDeadline(time.Now().Add(l.r.writeTimeout()))
 		if _, err := conn.Write(b); err != nil {
 			l.die(fmt.Errorf("write: %w", err))
 			return
@@ -351,11 +351,9 @@ func (l *link) resync() {
 		if pending != 0 {
 			local = appendFrame(local, &frame{Op: opFlush, Exp: pending})
 		}
-		l.mu.Lock()
-		l.buf = append(l.buf, local...)
-		l.resyncBytes += len(local)
-		l.signal()
-		l.mu.Unlock()
+		if !l.pushResync(local) {
+			return
+		}
 	}
 	for p := 0; p < st.Parts(); p++ {
 		local = local[:0]
@@ -365,25 +363,13 @@ func (l *link) resync() {
 			local = appendFrame(local, &frame{Op: opDel, Key: key, CAS: cas})
 		})
 		st.ForEach(p, func(it store.Item) {
-			f := frame{Op: opSet, Key: it.Key(), Flags: it.Flags, Exp: it.Exptime(), CAS: it.CAS, VLen: uint32(it.Len())}
-			if it.BinaryKey() {
-				f.Bits = bitBinaryKey
-			}
+			f := itemFrame(it)
 			local = appendFrame(local, &f)
 			local = it.AppendValue(local)
 		})
-		l.mu.Lock()
-		for len(l.buf) > resyncChunk && !l.dead {
-			l.cond.Wait()
-		}
-		if l.dead {
-			l.mu.Unlock()
+		if !l.pushResync(local) {
 			return
 		}
-		l.buf = append(l.buf, local...)
-		l.resyncBytes += len(local)
-		l.signal()
-		l.mu.Unlock()
 	}
 	l.r.mu.Lock()
 	l.mu.Lock()
@@ -395,6 +381,23 @@ func (l *link) resync() {
 	}
 	l.mu.Unlock()
 	l.r.mu.Unlock()
+}
+
+// pushResync adds frames of a resync to the link once less than
+// resyncChunk is waiting. It reports false if the connection died.
+func (l *link) pushResync(frames []byte) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for len(l.buf) > resyncChunk && !l.dead {
+		l.cond.Wait()
+	}
+	if l.dead {
+		return false
+	}
+	l.buf = append(l.buf, frames...)
+	l.resyncBytes += len(frames)
+	l.signal()
+	return true
 }
 
 // dial connects to the peer and runs the dialer's side of the handshake.

@@ -142,7 +142,6 @@ const ackEvery = 64
 func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inbound) error {
 	var (
 		f       frame
-		reply   frame // acks and nacks, encoded from here: no allocation each
 		hdr     []byte
 		val     []byte
 		out     []byte
@@ -182,8 +181,7 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 				// command there is answered EXISTS.
 				r.stale.Add(1)
 				if f.Seq != 0 { // a resync's items need no answer
-					reply = frame{Op: opNack, CAS: f.CAS}
-					nack = appendFrame(nack, &reply)
+					nack = appendFrame(nack, &frame{Op: opNack, CAS: f.CAS})
 				}
 			case f.Seq != 0:
 				// Out of memory (-M) or too large for this node's -I: it
@@ -212,16 +210,14 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 			out = append(out[:0], nack...)
 			nack = nack[:0]
 			if lastSeq > acked {
-				reply = frame{Op: opAck, Seq: lastSeq}
-				out = appendFrame(out, &reply)
+				out = appendFrame(out, &frame{Op: opAck, Seq: lastSeq})
 				acked = lastSeq
 				in.lastSeq.Store(lastSeq)
 			}
 			if f.Op == opMark {
-				reply = frame{Op: opMark, Seq: f.Seq}
-				out = appendFrame(out, &reply)
+				out = appendFrame(out, &frame{Op: opMark, Seq: f.Seq})
 			}
-			_ = conn.SetWriteDeadline(time.Now().Add(max(4*r.cfg.Timeout, handshakeTimeout)))
+			_ = conn.SetWriteDeadline(time.Now().Add(r.writeTimeout()))
 			if _, err := conn.Write(out); err != nil {
 				return err
 			}

@@ -97,8 +97,7 @@ type Replicator struct {
 	// in sequence order and acks can be cumulative.
 	mu    sync.Mutex
 	seq   uint64
-	f     frame  // the frame being sent: a field, so that encoding it does not allocate
-	hdr   []byte // its encoded header
+	hdr   []byte // the header being sent
 	links []*link
 	head  atomic.Uint64 // seq, readable without mu
 
@@ -208,6 +207,12 @@ func (r *Replicator) Close() error {
 	return err
 }
 
+// writeTimeout bounds a write on a link: a peer that stops reading
+// (SIGSTOP) must not hold a writer for ever; past it the link is dropped.
+func (r *Replicator) writeTimeout() time.Duration {
+	return max(4*r.cfg.Timeout, handshakeTimeout)
+}
+
 func (r *Replicator) logf(format string, args ...any) {
 	fmt.Fprintf(r.cfg.Log, "replication: "+format+"\n", args...)
 }
@@ -219,33 +224,33 @@ func (r *Replicator) NextCAS() uint64 { return r.clk.next() }
 // key's shard locked: it copies the item into the links' buffers and
 // returns; the links' writers send them.
 func (r *Replicator) Stored(it store.Item) {
-	var bits uint8
+	f := itemFrame(it)
+	r.send(&f, it)
+}
+
+// itemFrame is the header of an item's state; its value follows it.
+func itemFrame(it store.Item) frame {
+	f := frame{Op: opSet, Key: it.Key(), Flags: it.Flags, Exp: it.Exptime(), CAS: it.CAS, VLen: uint32(it.Len())}
 	if it.BinaryKey() {
-		bits = bitBinaryKey
+		f.Bits = bitBinaryKey
 	}
-	r.mu.Lock()
-	r.f = frame{Op: opSet, Key: it.Key(), Flags: it.Flags, Exp: it.Exptime(), CAS: it.CAS, VLen: uint32(it.Len()), Bits: bits}
-	r.send(it)
+	return f
 }
 
 // Deleted forwards a deletion (store.Observer).
 func (r *Replicator) Deleted(key []byte, cas uint64) {
-	r.mu.Lock()
-	r.f = frame{Op: opDel, Key: key, CAS: cas}
-	r.send(store.Item{})
+	r.send(&frame{Op: opDel, Key: key, CAS: cas}, store.Item{})
 }
 
 // Flushed forwards flush_all with its time (store.Observer).
 func (r *Replicator) Flushed(at int64, cas uint64) {
-	r.mu.Lock()
-	r.f = frame{Op: opFlush, Exp: at, CAS: cas}
-	r.send(store.Item{})
+	r.send(&frame{Op: opFlush, Exp: at, CAS: cas}, store.Item{})
 }
 
-// send numbers r.f and hands it, with it's value, to every streaming link.
-// r.mu is held; send releases it.
-func (r *Replicator) send(it store.Item) {
-	f := &r.f
+// send numbers f and hands it, with its value, to every streaming link.
+func (r *Replicator) send(f *frame, it store.Item) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.seq++
 	f.Seq = r.seq
 	encoded := false
@@ -258,9 +263,7 @@ func (r *Replicator) send(it store.Item) {
 		}
 		l.push(r.hdr, f, it)
 	}
-	f.Key = nil // it pointed into the item
 	r.head.Store(r.seq)
-	r.mu.Unlock()
 }
 
 // Head is the sequence number of the newest write handed to the links. A
@@ -351,50 +354,25 @@ func (r *Replicator) Wait(seq uint64) error {
 	if r.cfg.Ack == AckAsync {
 		return nil
 	}
-	var t *time.Timer
-	var w *waiter
-	defer func() {
-		if t != nil {
-			t.Stop()
-			timers.Put(t)
-		}
-		if w != nil {
-			r.wmu.Lock()
-			if i := slices.Index(r.waiters, w); i >= 0 {
-				r.waiters = slices.Delete(r.waiters, i, i+1)
-			}
-			r.wmu.Unlock()
-			select { // a wake-up that raced with the end of the wait
-			case <-w.ch:
-			default:
-			}
-			waiters.Put(w)
-		}
-	}()
+	if done, err := r.decided(seq); done {
+		return err
+	}
+	w := waiters.Get().(*waiter)
+	w.seq = seq
+	t := timers.Get().(*time.Timer)
+	t.Reset(r.cfg.Timeout)
+	defer r.endWait(w, t)
 	for {
-		if w != nil {
-			// Register before looking, so that an ack between the look
-			// and the sleep still wakes us.
-			r.wmu.Lock()
-			if !slices.Contains(r.waiters, w) {
-				r.waiters = append(r.waiters, w)
-			}
-			r.wmu.Unlock()
+		// Register before looking, so that an ack between the look and
+		// the sleep still wakes us. (A wake-up takes the waiter off the
+		// list.)
+		r.wmu.Lock()
+		if !slices.Contains(r.waiters, w) {
+			r.waiters = append(r.waiters, w)
 		}
-		done, possible := r.satisfied(seq)
-		if done {
-			return nil
-		}
-		if !possible {
-			r.refused.Add(1)
-			return ErrQuorum
-		}
-		if w == nil {
-			w = waiters.Get().(*waiter)
-			w.seq = seq
-			t = timers.Get().(*time.Timer)
-			t.Reset(r.cfg.Timeout)
-			continue // register, then look again
+		r.wmu.Unlock()
+		if done, err := r.decided(seq); done {
+			return err
 		}
 		select {
 		case <-w.ch:
@@ -404,27 +382,43 @@ func (r *Replicator) Wait(seq uint64) error {
 	}
 }
 
-// satisfied tells whether seq meets the ack rule now and, if not, whether
-// it still can.
-func (r *Replicator) satisfied(seq uint64) (done, possible bool) {
+// endWait takes w off the list and returns it and t to their pools.
+func (r *Replicator) endWait(w *waiter, t *time.Timer) {
+	t.Stop()
+	timers.Put(t)
+	r.wmu.Lock()
+	if i := slices.Index(r.waiters, w); i >= 0 {
+		r.waiters = slices.Delete(r.waiters, i, i+1)
+	}
+	r.wmu.Unlock()
+	select { // a wake-up that raced with the end of the wait
+	case <-w.ch:
+	default:
+	}
+	waiters.Put(w)
+}
+
+// decided tells whether the wait for seq is over: with nil when seq meets
+// the ack rule, with ErrQuorum when too few peers are connected under
+// quorum for it ever to.
+func (r *Replicator) decided(seq uint64) (bool, error) {
+	if r.progress() >= seq {
+		return true, nil
+	}
 	if r.cfg.Ack == AckAll {
-		for _, l := range r.links {
-			if l.state.Load() == stateInSync && l.ackedSeq.Load() < seq {
-				return false, true
-			}
-		}
-		return true, true
+		return false, nil
 	}
-	have, could := 0, 0
+	streaming := 0 // may still ack (a resyncing one once its mark is back)
 	for _, l := range r.links {
-		switch {
-		case l.counted() >= seq:
-			have++
-		case l.state.Load() != stateConnecting:
-			could++ // streaming: it may still ack (a resyncing one once its mark is back)
+		if l.state.Load() != stateConnecting {
+			streaming++
 		}
 	}
-	return have >= r.need, have+could >= r.need
+	if streaming < r.need {
+		r.refused.Add(1)
+		return true, ErrQuorum
+	}
+	return false, nil
 }
 
 // timedOut marks the peers that did not ack seq in time out of sync and

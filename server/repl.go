@@ -102,57 +102,44 @@ func (c *conn) wrote(mark int, b *binRequest) {
 // cannot, those writes' replies become errors that say why. A
 // compare-and-swap that a peer overruled (the same token used on another
 // node at the same moment, and that write won) is answered as the CAS
-// mismatch it turned out to be, so that one token succeeds once.
+// mismatch it turned out to be, so that one token succeeds once. out is
+// copied only when a reply changes.
 func (c *conn) settle() {
 	seq := c.replSeq
 	c.replSeq = 0
 	err := c.s.repl.Wait(seq)
-	if err != nil || c.anyOverruled() {
-		msg := ""
-		if err != nil {
-			msg = err.Error()
+	o, prev, changed := c.replOut[:0], 0, false
+	for _, m := range c.replMarks {
+		if err == nil && (m.cas == 0 || !c.s.repl.Overruled(m.cas)) {
+			continue
 		}
-		o := c.replOut[:0]
-		prev := 0
-		for _, m := range c.replMarks {
-			switch {
-			case err != nil && m.binary:
-				o = append(o, c.out[prev:m.start]...)
-				o = protocol.AppendBinaryError(o, m.opcode, protocol.StatusTempFailure, m.opaque, msg)
-			case err != nil:
-				o = append(o, c.out[prev:m.start]...)
-				o = protocol.AppendLine(o, "SERVER_ERROR "+msg)
-			case m.cas == 0 || !c.s.repl.Overruled(m.cas):
-				continue
-			case m.binary:
-				o = append(o, c.out[prev:m.start]...)
-				o = protocol.AppendBinaryError(o, m.opcode, protocol.StatusKeyExists, m.opaque,
-					protocol.StatusText(protocol.StatusKeyExists))
-			case m.meta && m.start == m.end:
-				o = append(o, c.out[prev:m.start]...)
-				o = protocol.AppendLine(o, "EX") // quiet: no flags were written to keep
-			case m.meta:
-				// Keep the flags the client asked back (O, k, ...): only the code changes.
-				o = append(o, c.out[prev:m.start]...)
-				o = append(o, "EX"...)
-				o = append(o, c.out[m.start+2:m.end]...)
-			default:
-				o = append(o, c.out[prev:m.start]...)
-				o = protocol.AppendLine(o, "EXISTS")
-			}
-			prev = m.end
-		}
+		o = append(o, c.out[prev:m.start]...)
+		o = c.appendReplaced(o, &m, err)
+		prev, changed = m.end, true
+	}
+	if changed {
 		o = append(o, c.out[prev:]...)
 		c.out, c.replOut = o, c.out[:0]
 	}
 	c.replMarks = c.replMarks[:0]
 }
 
-func (c *conn) anyOverruled() bool {
-	for _, m := range c.replMarks {
-		if m.cas != 0 && c.s.repl.Overruled(m.cas) {
-			return true
-		}
+// appendReplaced appends what the write at m answers instead of its reply:
+// the replication error, or (err nil) EXISTS for an overruled CAS.
+func (c *conn) appendReplaced(o []byte, m *replMark, err error) []byte {
+	switch {
+	case err != nil && m.binary:
+		return protocol.AppendBinaryError(o, m.opcode, protocol.StatusTempFailure, m.opaque, err.Error())
+	case err != nil:
+		return protocol.AppendLine(o, "SERVER_ERROR "+err.Error())
+	case m.binary:
+		return protocol.AppendBinaryError(o, m.opcode, protocol.StatusKeyExists, m.opaque,
+			protocol.StatusText(protocol.StatusKeyExists))
+	case m.meta && m.start == m.end:
+		return protocol.AppendLine(o, "EX") // quiet: no flags were written to keep
+	case m.meta:
+		// Keep the flags the client asked back (O, k, ...): only the code changes.
+		return append(append(o, "EX"...), c.out[m.start+2:m.end]...)
 	}
-	return false
+	return protocol.AppendLine(o, "EXISTS")
 }

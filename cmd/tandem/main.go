@@ -166,7 +166,7 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 	go st.Run(ctx)
 
 	stop := make(chan bool, 1)
-	scfgSrv := server.Config{
+	srvCfg := server.Config{
 		Listen:          o.listen,
 		UDPPort:         o.udpPort,
 		UnixSocket:      o.unixSocket,
@@ -195,9 +195,9 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 			return 71
 		}
 		defer repl.Close()
-		scfgSrv.Replicator = repl
+		srvCfg.Replicator = repl
 	}
-	srv, err := server.New(scfgSrv, st)
+	srv, err := server.New(srvCfg, st)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem: %v\n", err)
 		return 71
