@@ -377,6 +377,32 @@ func (s *Server) onRequest(ctx context.Context, nc netpoll.Connection) error {
 			nc.Close()
 		}
 	}()
+	if s.repl != nil {
+		growStack()
+	}
 	c.serve()
 	return nil
+}
+
+// stackSink is never set: it keeps growStack's frame from being optimised
+// away without ever touching it.
+var stackSink byte
+
+// growStack makes a fresh handler goroutine's stack big enough for a
+// replicated write up front. netpoll runs most batches on a new goroutine,
+// which starts with a small stack; a replicated write's call chain
+// (store, observer, link buffer) outgrows it, and growing it there copies
+// and re-walks a dozen frames: a quarter of a replicating node's CPU on
+// unpipelined sets. Growing it here, with two frames on it, costs a
+// fraction of that. 6 KiB of frame takes the stack to 8 KiB: a profile of
+// unpipelined replicated sets shows no growth left anywhere else. Not done
+// without replication: there the path mostly fits the starting stack and
+// the growth would be a cost per request.
+//
+//go:noinline
+func growStack() {
+	if stackSink != 0 {
+		var pad [6 << 10]byte
+		stackSink = pad[stackSink]
+	}
 }
