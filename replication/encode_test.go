@@ -25,8 +25,14 @@ func TestAppendFrameMatchesCodec(t *testing.T) {
 	}
 	for _, f := range frames {
 		want := c.appendMsg(nil, &f)
-		if got := appendFrame(nil, &f); !bytes.Equal(got, want) {
+		got := appendFrame(nil, &f)
+		if !bytes.Equal(got, want) {
 			t.Errorf("frame %+v:\n got % x\nwant % x", f, got, want)
+		}
+		// And the hand decoder reads every one of them back.
+		var back frame
+		if !decodeFrame(got[4:], &back) || !sameFrame(back, f) {
+			t.Errorf("frame %+v: decodeFrame gave %+v", f, back)
 		}
 	}
 }
@@ -45,6 +51,30 @@ func BenchmarkAppendFrame(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			buf = c.appendMsg(buf[:0], &f)
+		}
+	})
+}
+
+func BenchmarkDecodeFrame(b *testing.B) {
+	f := frame{Op: opSet, Seq: 123456, Key: []byte("bench:0000042"), Flags: 7, Exp: 1700000000, CAS: 1 << 60, VLen: 100}
+	msg := appendFrame(nil, &f)[4:]
+	var got frame
+	b.Run("hand", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if !decodeFrame(msg, &got) {
+				b.Fatal("not decoded")
+			}
+		}
+	})
+	b.Run("codec", func(b *testing.B) {
+		c := newCodecs()
+		b.ReportAllocs()
+		for b.Loop() {
+			c.dec.ResetBytes(msg)
+			if err := c.dec.Decode(&got); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }

@@ -30,6 +30,11 @@ type hlc struct {
 	last atomic.Uint64
 	node uint64
 	now  func() time.Time // time.Now; a test may move it
+	// limit is the highest version observe follows, as of the last time
+	// it read the wall clock: a peer's stream is checked against it
+	// without a clock reading per frame, and only a version above it
+	// makes observe read the clock again.
+	limit atomic.Uint64
 }
 
 func newHLC(node uint64) *hlc {
@@ -55,8 +60,12 @@ func (c *hlc) observe(cas uint64) {
 	v := cas &^ nodeMask
 	// A version more than a day ahead of this node's wall clock is not
 	// followed: one near 2^64 would make the clock wrap.
-	if limit := uint64(max(c.now().UnixMilli()-hlcEpoch, 0)+maxAheadMs) << wallShift; v > limit {
-		return
+	if v > c.limit.Load() {
+		limit := uint64(max(c.now().UnixMilli()-hlcEpoch, 0)+maxAheadMs) << wallShift
+		c.limit.Store(limit)
+		if v > limit {
+			return
+		}
 	}
 	for {
 		old := c.last.Load()
