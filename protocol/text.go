@@ -208,8 +208,12 @@ func tokenize(line []byte, toks [][]byte, max int) [][]byte {
 }
 
 func reset(r *Request) {
-	toks, keys, args, meta, kb := r.toks, r.Keys[:0], r.Args[:0], r.Meta.reset(), r.keyBuf
-	*r = Request{toks: toks, Keys: keys, Args: args, Meta: meta, keyBuf: kb}
+	// Zeroed in place, then the buffers put back: building the new Request
+	// as a value first put ~500 bytes on the parser's stack, enough to make
+	// a fresh handler goroutine grow its stack on its first request.
+	toks, keys, args, flags, kb := r.toks, r.Keys[:0], r.Args[:0], r.Meta.Flags[:0], r.keyBuf
+	*r = Request{}
+	r.toks, r.Keys, r.Args, r.Meta.Flags, r.keyBuf = toks, keys, args, flags, kb
 }
 
 func parseLine(line []byte, r *Request) error {
