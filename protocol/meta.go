@@ -27,7 +27,6 @@ type Meta struct {
 	RawKey     []byte // the key as sent (base64 when Base64)
 }
 
-
 // Meta command errors, memcached 1.6.18's exact strings.
 var (
 	ErrMetaDuplicate  = &ErrorReply{Reply: "CLIENT_ERROR duplicate flag"}
