@@ -167,6 +167,14 @@ func (s *Store) writeHead(refs []slab.Ref, l layout, key []byte, flags uint32, e
 	b := s.slab.Bytes(refs[0], l.valOff)
 	put32(b, offPrev, 0)
 	put32(b, offNext, 0)
+	s.writeFields(refs, l, key, flags, exp, now, cas)
+}
+
+// writeFields writes all of an item's header but its LRU links, then its
+// key: writeHead for a new item, and an overwrite in place of a linked one,
+// whose links belong to its LRU's lock.
+func (s *Store) writeFields(refs []slab.Ref, l layout, key []byte, flags uint32, exp, now uint32, cas uint64) {
+	b := s.slab.Bytes(refs[0], l.valOff)
 	put32(b, offExp, exp)
 	put32(b, offTime, now)
 	var bits uint8

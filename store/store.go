@@ -680,6 +680,22 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 	if cas == 0 {
 		cas = s.nextCAS()
 	}
+	var bits uint8 // state bits beyond what writeHead sets
+	if stale {
+		bits |= bitStale | tokenBits
+	}
+	if o.BinaryKey {
+		bits |= bitBinaryKey
+	}
+	if old != 0 && !merge && oh.bits&bitChained == 0 {
+		if l, cls := s.plan(len(key), flags, vlen); l.nchunks == 1 && cls == s.slab.ClassOf(old) {
+			s.overwrite(sh, old, &oh, l, key, value, flags, exp, now, cas, bits)
+			if o.Mode != modeApply {
+				s.observe(sh, old, now)
+			}
+			return cas, nil
+		}
+	}
 	refs, l, own, err := s.newItem(sh, old, key, flags, vlen, exp, now, cas)
 	if err != nil {
 		if merge {
@@ -698,11 +714,8 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 		w.write(value)
 		s.spans(old, &oh, w.write)
 	}
-	if stale {
-		s.setBits(refs[0], bitStale|tokenBits, 0)
-	}
-	if o.BinaryKey {
-		s.setBits(refs[0], bitBinaryKey, 0)
+	if bits != 0 {
+		s.setBits(refs[0], bits, 0)
 	}
 	if own && old != 0 {
 		slot = s.findRef(sh, h32, old)
@@ -712,6 +725,44 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 		s.observe(sh, refs[0], now)
 	}
 	return cas, nil
+}
+
+// overwrite stores a new state of the linked item r in its own chunk: the
+// new item needs the same class and one chunk, as r has. Replacing a value
+// by one of about the same size is the common set (sessions, counters,
+// a replica applying its peer's writes), and this spares it a chunk
+// allocation, a free and an index update, each a cache miss. As for a new
+// item, the state is fresh (not fetched), and the item goes to the head of
+// its LRU. Nothing outside the shard lock can see the item half written:
+// readers take the lock, and the LRU links, which other shards' writes of
+// the same class change under the LRU lock, are not touched but under it.
+// key and value must not alias the item (set's callers pass request and
+// frame buffers). sh.mu held.
+func (s *Store) overwrite(sh *shard, r slab.Ref, oh *head, l layout, key, value []byte,
+	flags, exp, now uint32, cas uint64, bits uint8) {
+	if s.sizes != nil {
+		s.trackSize(oh, -1)
+	}
+	oldSize := s.itemSize(oh)
+	refs := append(sh.refs[:0], r)
+	s.writeFields(refs, l, key, flags, exp, now, cas)
+	w := valueWriter{s: s, refs: refs, l: l}
+	w.write(value)
+	s.setBits(r, bits|bitLinked, 0)
+	if s.sizes != nil {
+		h := s.readHead(r)
+		s.trackSize(&h, 1)
+	}
+	lr := &s.lrus[s.slab.ClassOf(r)]
+	lr.mu.Lock()
+	if lr.head != r {
+		s.lruUnlink(lr, r)
+		s.lruPush(lr, r)
+	}
+	lr.bytes += int64(l.size() - oldSize)
+	lr.mu.Unlock()
+	lr.cmdSet.Add(1)
+	sh.c.totalItems++
 }
 
 // observe reports item r's state to the observer, if there is one.

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/tandemcache/tandem/slab"
 )
 
 func newTestStore(t testing.TB, cfg Config) *Store {
@@ -455,4 +456,73 @@ func TestTrackSizes(t *testing.T) {
 
 	off := newTestStore(t, Config{})
 	require.False(t, off.Sizes(func(int64, int64) {}))
+}
+
+// refOf is where key's item lives now.
+func refOf(t *testing.T, s *Store, key string) slab.Ref {
+	t.Helper()
+	sh, h32 := s.shardOf([]byte(key))
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	_, r := s.find(sh, []byte(key), h32)
+	require.NotZero(t, r, "%s is not stored", key)
+	return r
+}
+
+// TestOverwriteInPlace: a set that fits the item's own chunk rewrites it
+// there, with everything a new item would have: value, flags (whose
+// presence moves the key), CAS, fresh state bits, the LRU head, and the
+// same counters as a set that allocates.
+func TestOverwriteInPlace(t *testing.T) {
+	clk := NewClock()
+	s := newTestStore(t, Config{MemoryLimit: 8 << 20, PageSize: 64 << 10, Clock: clk})
+	val := func(c byte, n int) []byte { return bytes.Repeat([]byte{c}, n) }
+	_, err := s.Set([]byte("a"), val('a', 100), SetOptions{})
+	require.NoError(t, err)
+	_, err = s.Set([]byte("b"), val('b', 100), SetOptions{})
+	require.NoError(t, err)
+	r := refOf(t, s, "a")
+	_, err = getValue(s, "a") // fetched
+	require.NoError(t, err)
+	before := s.Stats()
+
+	steps := []struct {
+		flags uint32
+		n     int
+	}{{7, 100}, {0, 101}, {0xffffffff, 96}, {0, 100}}
+	for i, st := range steps {
+		c := byte('c' + i)
+		cas, err := s.Set([]byte("a"), val(c, st.n), SetOptions{Flags: st.flags})
+		require.NoError(t, err)
+		require.Equal(t, r, refOf(t, s, "a"), "step %d: not in place", i)
+		var got []byte
+		var it Item
+		require.NoError(t, s.Get([]byte("a"), GetOptions{Peek: true}, func(x Item) {
+			got, it = x.AppendValue(nil), x
+			require.Equal(t, []byte("a"), x.Key())
+		}))
+		require.Equal(t, val(c, st.n), got, "step %d", i)
+		require.Equal(t, st.flags, it.Flags, "step %d", i)
+		require.Equal(t, cas, it.CAS, "step %d", i)
+		require.False(t, it.Fetched, "step %d: a new value is not fetched yet", i)
+		lr := &s.lrus[s.slab.ClassOf(r)]
+		require.Equal(t, r, lr.head, "step %d: not at the LRU head", i)
+	}
+	v, err := getValue(s, "b")
+	require.NoError(t, err)
+	require.Equal(t, val('b', 100), v, "the neighbour in the LRU is intact")
+
+	after := s.Stats()
+	require.Equal(t, before.CurrItems, after.CurrItems)
+	require.Equal(t, before.TotalItems+uint64(len(steps)), after.TotalItems)
+	require.Equal(t, before.CmdSet+uint64(len(steps)), after.CmdSet)
+	require.Equal(t, before.Bytes, after.Bytes, "the last step has the first's size")
+
+	// A value of another class moves the item out of its chunk.
+	_, err = s.Set([]byte("a"), val('z', 1000), SetOptions{})
+	require.NoError(t, err)
+	require.NotEqual(t, r, refOf(t, s, "a"))
+	v, err = getValue(s, "a")
+	require.NoError(t, err)
+	require.Equal(t, val('z', 1000), v)
 }
