@@ -275,59 +275,49 @@ func decodeFrame(msg []byte, f *frame) bool {
 	}
 	g := *f
 	d := msg[1:]
-	var ok bool
+	ok := true
 	var v uint64
-	for i := 0; i < n; i++ {
-		switch i {
-		case 2:
-			if g.Key, d, ok = decodeKey(d, g.Key); !ok {
-				return false
-			}
-			continue
-		case 4:
-			var e int64
-			if e, d, ok = decodeInt(d); !ok {
-				return false
-			}
-			g.Exp = e
-			continue
-		}
-		if v, d, ok = decodeUint(d); !ok || v > uintMax[i] {
-			return false // overflow: the codec's error
-		}
+	// Fields in their wire order; an overflowing integer is the codec's
+	// error, so it goes to the codec.
+	for i := 0; i < n && ok; i++ {
 		switch i {
 		case 0:
+			v, d, ok = decodeUint(d, math.MaxUint8)
 			g.Op = uint8(v)
 		case 1:
-			g.Seq = v
+			g.Seq, d, ok = decodeUint(d, math.MaxUint64)
+		case 2:
+			g.Key, d, ok = decodeKey(d, g.Key)
 		case 3:
+			v, d, ok = decodeUint(d, math.MaxUint32)
 			g.Flags = uint32(v)
+		case 4:
+			g.Exp, d, ok = decodeInt(d)
 		case 5:
-			g.CAS = v
+			g.CAS, d, ok = decodeUint(d, math.MaxUint64)
 		case 6:
+			v, d, ok = decodeUint(d, math.MaxUint32)
 			g.VLen = uint32(v)
 		case 7:
+			v, d, ok = decodeUint(d, math.MaxUint8)
 			g.Bits = uint8(v)
 		}
 	}
-	if len(d) != 0 {
+	if !ok || len(d) != 0 {
 		return false
 	}
 	*f = g
 	return true
 }
 
-// uintMax is the largest value of each unsigned field of frame, by position.
-var uintMax = [8]uint64{0: math.MaxUint8, 1: math.MaxUint64, 3: math.MaxUint32, 5: math.MaxUint64, 6: math.MaxUint32, 7: math.MaxUint8}
-
-// decodeUint reads a positive fixint or a uint 8 to 64.
-func decodeUint(d []byte) (uint64, []byte, bool) {
+// decodeUint reads a positive fixint or a uint 8 to 64 of at most limit.
+func decodeUint(d []byte, limit uint64) (uint64, []byte, bool) {
 	if len(d) == 0 {
 		return 0, d, false
 	}
 	b := d[0]
 	if b < 0x80 {
-		return uint64(b), d[1:], true
+		return uint64(b), d[1:], uint64(b) <= limit
 	}
 	if b < 0xcc || b > 0xcf {
 		return 0, d, false
@@ -336,7 +326,8 @@ func decodeUint(d []byte) (uint64, []byte, bool) {
 	if len(d) < 1+w {
 		return 0, d, false
 	}
-	return bigEndian(d[1 : 1+w]), d[1+w:], true
+	v := bigEndian(d[1 : 1+w])
+	return v, d[1+w:], v <= limit
 }
 
 // bigEndian reads an unsigned integer of len(b) bytes.

@@ -37,13 +37,19 @@ func (c *conn) appendItemKey(it store.Item) {
 // misses and failures.
 func (c *conn) appendOpaqueKey(m *protocol.Meta) {
 	for _, f := range m.Flags {
-		switch f[0] {
-		case 'O':
-			c.out = append(c.out, ' ')
-			c.out = append(c.out, f...)
-		case 'k':
-			c.appendKeyFlag(m)
-		}
+		c.appendEcho(m, f)
+	}
+}
+
+// appendEcho appends flag f if it is one that is echoed as the request
+// gave it: O (opaque) or k (the key).
+func (c *conn) appendEcho(m *protocol.Meta, f []byte) {
+	switch f[0] {
+	case 'O':
+		c.out = append(c.out, ' ')
+		c.out = append(c.out, f...)
+	case 'k':
+		c.appendKeyFlag(m)
 	}
 }
 
@@ -181,17 +187,11 @@ func (c *conn) metaSet(value []byte) {
 	}
 	c.out = append(c.out, code...)
 	for _, f := range m.Flags {
-		switch f[0] {
-		case 'O':
-			c.out = append(c.out, ' ')
-			c.out = append(c.out, f...)
-		case 'k':
-			c.appendKeyFlag(m)
-		case 'c':
-			if err == nil {
-				c.out = append(c.out, " c"...)
-				c.out = strconv.AppendUint(c.out, cas, 10)
-			}
+		if f[0] != 'c' {
+			c.appendEcho(m, f)
+		} else if err == nil {
+			c.out = append(c.out, " c"...)
+			c.out = strconv.AppendUint(c.out, cas, 10)
 		}
 	}
 	c.out = append(c.out, protocol.CRLF...)
@@ -270,11 +270,8 @@ func (c *conn) metaArith() {
 		case 't':
 			c.out = append(c.out, " t"...)
 			c.out = strconv.AppendInt(c.out, res.TTL, 10)
-		case 'O':
-			c.out = append(c.out, ' ')
-			c.out = append(c.out, f...)
-		case 'k':
-			c.appendKeyFlag(m)
+		default:
+			c.appendEcho(m, f)
 		}
 	}
 	c.out = append(c.out, protocol.CRLF...)

@@ -48,6 +48,14 @@ func (s *Store) lruPush(l *lru, r slab.Ref) {
 	}
 }
 
+// lruFront moves the linked item r to the head of l. l.mu held.
+func (s *Store) lruFront(l *lru, r slab.Ref) {
+	if l.head != r {
+		s.lruUnlink(l, r)
+		s.lruPush(l, r)
+	}
+}
+
 func (s *Store) lruUnlink(l *lru, r slab.Ref) {
 	b := s.slab.Bytes(r, 8)
 	prev, next := slab.Ref(u32(b, offPrev)), slab.Ref(u32(b, offNext))

@@ -505,10 +505,7 @@ func (s *Store) refresh(r slab.Ref, h *head, now uint32) {
 	s.setTime(r, now)
 	l := &s.lrus[s.slab.ClassOf(r)]
 	l.mu.Lock()
-	if l.head != r {
-		s.lruUnlink(l, r)
-		s.lruPush(l, r)
-	}
+	s.lruFront(l, r)
 	l.mu.Unlock()
 }
 
@@ -755,10 +752,7 @@ func (s *Store) overwrite(sh *shard, r slab.Ref, oh *head, l layout, key, value 
 	}
 	lr := &s.lrus[s.slab.ClassOf(r)]
 	lr.mu.Lock()
-	if lr.head != r {
-		s.lruUnlink(lr, r)
-		s.lruPush(lr, r)
-	}
+	s.lruFront(lr, r)
 	lr.bytes += int64(l.size() - oldSize)
 	lr.mu.Unlock()
 	lr.cmdSet.Add(1)
