@@ -13,7 +13,8 @@ import (
 //	4    4     next   LRU neighbour towards the tail
 //	8    4     exp    expiry in store seconds, 0 = never
 //	12   4     time   last store or LRU bump, store seconds (memcached's it->time)
-//	16   3     vlen   value length for unchained items
+//	16   3     vlen   value length for unchained items (below 2^23); the top
+//	                  bit of its last byte is "late" (see lruLate)
 //	19   1     bits   item state, see below
 //	20   1     klen   key length
 //	21   8     cas    only when CAS is enabled (-C removes it, as in memcached)
@@ -40,6 +41,15 @@ const (
 	baseHdr  = 21 // header without CAS
 	rawHdr   = 20
 	flagsLen = 4
+
+	// offLate holds lateBit: the item was stored in place since it was last
+	// moved in its LRU, so it sits further towards the tail than its time
+	// says. Eviction moves such an item to the head instead of evicting it.
+	// An unchained item's value is smaller than a chunk (at most half a
+	// 1 MiB page, 2^19), so the length never reaches this bit.
+	offLate = offVlen + 2
+	lateBit = 0x80
+	vlenMax = 1<<23 - 1
 )
 
 const (
@@ -121,7 +131,7 @@ func (s *Store) readHead(r slab.Ref) head {
 		bits:   b[offBits],
 		klen:   int(b[offKlen]),
 		keyOff: s.hdr,
-		vlen:   int(b[offVlen]) | int(b[offVlen+1])<<8 | int(b[offVlen+2])<<16,
+		vlen:   (int(b[offVlen]) | int(b[offVlen+1])<<8 | int(b[offVlen+2])<<16) & vlenMax,
 	}
 	if s.useCAS {
 		h.cas = binary.LittleEndian.Uint64(b[offCAS:])
@@ -149,6 +159,18 @@ func (s *Store) key(r slab.Ref) []byte {
 func (s *Store) setBits(r slab.Ref, set, clear uint8) {
 	b := s.slab.Bytes(r, s.hdr)
 	b[offBits] = b[offBits]&^clear | set
+}
+
+// late tells whether item r was stored in place since its last LRU move.
+func (s *Store) late(r slab.Ref) bool { return s.slab.Bytes(r, s.hdr)[offLate]&lateBit != 0 }
+
+func (s *Store) setLate(r slab.Ref, late bool) {
+	b := s.slab.Bytes(r, s.hdr)
+	if late {
+		b[offLate] |= lateBit
+	} else {
+		b[offLate] &^= lateBit
+	}
 }
 
 func (s *Store) setExp(r slab.Ref, exp uint32) { put32(s.slab.Bytes(r, s.hdr), offExp, exp) }

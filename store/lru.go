@@ -35,6 +35,10 @@ type lru struct {
 // memcached: enough to skip a few locked ones, few enough to stay O(1).
 const evictSearch = 5
 
+// maxLate bounds the late items (see offLate) one eviction moves to the
+// head before it evicts whatever is at the tail.
+const maxLate = 64
+
 func (s *Store) lruPush(l *lru, r slab.Ref) {
 	b := s.slab.Bytes(r, 8)
 	put32(b, offPrev, 0)
@@ -131,7 +135,7 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := l.tail
-	for i := 0; r != 0 && i < evictSearch; i++ {
+	for i, late := 0, 0; r != 0 && i < evictSearch; i++ {
 		prev := slab.Ref(u32(s.slab.Bytes(r, 8), offPrev))
 		h := s.readHead(r)
 		dead := expired(&h, now) || s.isFlushed(&h, now)
@@ -147,6 +151,20 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 				continue
 			}
 		} else if !vs.mu.TryLock() {
+			r = prev
+			continue
+		}
+		if !dead && late < maxLate && s.late(r) {
+			// Stored in place since its last move (overwrite): it is
+			// younger than its place says. Move it now, as the store
+			// would have, and look further.
+			s.setLate(r, false)
+			s.lruFront(l, r)
+			if vs != sh {
+				vs.mu.Unlock()
+			}
+			late++
+			i--
 			r = prev
 			continue
 		}

@@ -503,6 +503,7 @@ func (s *Store) refresh(r slab.Ref, h *head, now uint32) {
 		return
 	}
 	s.setTime(r, now)
+	s.setLate(r, false)
 	l := &s.lrus[s.slab.ClassOf(r)]
 	l.mu.Lock()
 	s.lruFront(l, r)
@@ -750,11 +751,17 @@ func (s *Store) overwrite(sh *shard, r slab.Ref, oh *head, l layout, key, value 
 		h := s.readHead(r)
 		s.trackSize(&h, 1)
 	}
+	// The item is not moved to the head of its LRU: that would touch its
+	// two neighbours, two cache misses on a large cache, for an order
+	// that matters only at the tail. It is marked late instead, and moved
+	// if eviction ever reaches it (evictOne).
+	s.setLate(r, true)
 	lr := &s.lrus[s.slab.ClassOf(r)]
-	lr.mu.Lock()
-	s.lruFront(lr, r)
-	lr.bytes += int64(l.size() - oldSize)
-	lr.mu.Unlock()
+	if d := l.size() - oldSize; d != 0 {
+		lr.mu.Lock()
+		lr.bytes += int64(d)
+		lr.mu.Unlock()
+	}
 	lr.cmdSet.Add(1)
 	sh.c.totalItems++
 }

@@ -99,6 +99,49 @@ func TestLRUBump(t *testing.T) {
 	require.NoError(t, err, "a bumped item was evicted before older ones")
 }
 
+// TestOverwriteOutlivesOlder: an item overwritten in place is not moved in
+// its LRU at once, but eviction must still treat it as just stored: it
+// outlives every item stored before the overwrite, and after it the LRU
+// order holds again.
+func TestOverwriteOutlivesOlder(t *testing.T) {
+	s := newTestStore(t, Config{MemoryLimit: 2 << 20, PageSize: 64 << 10})
+	val := bytes.Repeat([]byte("x"), 100)
+	set := func(k string) {
+		_, err := s.Set([]byte(k), val, SetOptions{})
+		require.NoError(t, err)
+	}
+	for i := 0; i < 100; i++ {
+		set(fmt.Sprintf("k%d", i))
+	}
+	r := refOf(t, s, "k0")
+	set("k0") // in place, at the LRU tail
+	require.Equal(t, r, refOf(t, s, "k0"))
+	require.True(t, s.late(r))
+	// Fill until k1 (the oldest untouched) is gone; k0 must still be there.
+	i := 100
+	for ; ; i++ {
+		set(fmt.Sprintf("k%d", i))
+		if _, err := peekValue(s, "k1"); err == ErrNotFound {
+			break
+		}
+		require.Less(t, i, 1_000_000)
+	}
+	_, err := peekValue(s, "k0")
+	require.NoError(t, err, "an overwritten item was evicted before older ones")
+	require.False(t, s.late(r), "eviction moved it and cleared the mark")
+	// The first eviction moved k0 behind everything written until then,
+	// k99 included: k99 goes first.
+	for ; ; i++ {
+		set(fmt.Sprintf("k%d", i))
+		if _, err := peekValue(s, "k99"); err == ErrNotFound {
+			break
+		}
+		require.Less(t, i, 1_000_000)
+	}
+	_, err = peekValue(s, "k0")
+	require.NoError(t, err, "moved behind k99 by the eviction, but evicted before it")
+}
+
 // TestReadWithinIntervalDoesNotBump: reads within a minute of the store leave
 // the LRU alone (memcached's ITEM_UPDATE_INTERVAL).
 func TestReadWithinIntervalDoesNotBump(t *testing.T) {
@@ -471,8 +514,9 @@ func refOf(t *testing.T, s *Store, key string) slab.Ref {
 
 // TestOverwriteInPlace: a set that fits the item's own chunk rewrites it
 // there, with everything a new item would have: value, flags (whose
-// presence moves the key), CAS, fresh state bits, the LRU head, and the
-// same counters as a set that allocates.
+// presence moves the key), CAS, fresh state bits, a late LRU move (see
+// TestOverwriteOutlivesOlder), and the same counters as a set that
+// allocates.
 func TestOverwriteInPlace(t *testing.T) {
 	clk := NewClock()
 	s := newTestStore(t, Config{MemoryLimit: 8 << 20, PageSize: 64 << 10, Clock: clk})
@@ -505,8 +549,7 @@ func TestOverwriteInPlace(t *testing.T) {
 		require.Equal(t, st.flags, it.Flags, "step %d", i)
 		require.Equal(t, cas, it.CAS, "step %d", i)
 		require.False(t, it.Fetched, "step %d: a new value is not fetched yet", i)
-		lr := &s.lrus[s.slab.ClassOf(r)]
-		require.Equal(t, r, lr.head, "step %d: not at the LRU head", i)
+		require.True(t, s.late(r), "step %d: not marked for a late LRU move", i)
 	}
 	v, err := getValue(s, "b")
 	require.NoError(t, err)
