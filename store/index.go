@@ -14,7 +14,8 @@ import (
 // Robin Hood keeps every entry's distance from its home slot no larger than
 // that of the entries it passed, so a lookup that misses stops at the first
 // entry closer to its home than the probe is to the key's: misses stay short
-// even at 90% load. That lets the table fill to 0.9 and grow by a quarter,
+// even at 90% load. That lets the table fill to 0.9 and grow by a quarter
+// (tables below a page, on the Go heap, double: see grow),
 // so the load stays between 0.72 and 0.9: 9 to 11 bytes per item. Deletion
 // shifts the following entries back: no tombstones, no slowdown with churn.
 // Growth rehashes this shard only, 1/512 of the keys, under its lock, while
@@ -26,6 +27,10 @@ type index struct {
 }
 
 const (
+	// mmapSlots is the smallest table worth its own mapping (newSlots): one
+	// page. Smaller tables (nearly empty shards) stay on the Go heap.
+	mmapSlots = 4096 / 8
+
 	indexMinSlots = 16
 	// Grow past 9/10 full: Robin Hood probes stay short up to there.
 	indexLoadNum, indexLoadDen = 9, 10
@@ -80,6 +85,12 @@ func (ix *index) place(e uint64) {
 func (ix *index) grow() {
 	old, oldMapped := ix.slots, ix.mapped
 	want := max(indexMinSlots, len(old)+len(old)/4)
+	if len(old) < mmapSlots {
+		// A table on the Go heap leaves the old one as garbage until the
+		// next collection: double it, so that filling a shard up to a
+		// mapped table leaves a few tables of garbage, not a dozen.
+		want = max(want, 2*len(old))
+	}
 	var s []uint64
 	if s, ix.mapped = newSlots(want); !ix.mapped {
 		// Take the whole allocation the runtime rounds the request up to.

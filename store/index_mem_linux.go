@@ -7,10 +7,6 @@ import (
 	"unsafe"
 )
 
-// mmapSlots is the smallest table worth its own mapping: one page. Smaller
-// tables (empty shards) stay on the Go heap.
-const mmapSlots = 4096 / 8
-
 // newSlots returns a zeroed table of at least n slots mapped outside the Go
 // heap, or nil, false when the table is small or the mapping fails: the
 // caller then allocates it on the heap. Tables of a page or
