@@ -152,6 +152,8 @@ func (c *conn) processBinary(buf []byte) (used, want int) {
 	if !ok {
 		return c.binInvalid(&r, buf)
 	}
+	// A retrieval's reply may be larger than its request over UDP.
+	c.retrieval = r.op == protocol.OpGet || r.op == protocol.OpGetK || r.op == protocol.OpGAT || r.op == protocol.OpGATK
 	mark := len(c.out)
 	if c.s.repl != nil && binaryWrite(r.op) {
 		if err := c.s.repl.Writable(); err != nil {

@@ -37,8 +37,8 @@ type conn struct {
 	started  bool // a first byte was seen (protocol detection)
 	binary   bool // the connection speaks the binary protocol
 	udp      bool // a UDP socket's pseudo-connection: replies are framed by serveUDP
-	// retrieval: the last request was a get or meta get (UDP may answer it
-	// with more bytes than it received).
+	// retrieval: the last request was a get, gat or meta get, text or
+	// binary (UDP may answer it with more bytes than it received).
 	retrieval bool
 	fd        int // the socket, for writing replies; -1 if unknown
 

@@ -35,7 +35,7 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 			continue
 		}
 		s.bytesRead.Add(uint64(n))
-		c.reset(payload[0] == binaryMagic)
+		c.reset()
 		c.process(payload)
 		if c.replSeq != 0 {
 			c.settle()
@@ -53,12 +53,16 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 	}
 }
 
-// reset prepares the UDP pseudo-connection for the next datagram.
-func (c *conn) reset(binary bool) {
+// reset prepares the UDP pseudo-connection for the next datagram. Every
+// datagram is a connection of its own: its first byte picks the protocol
+// under -B (and -Y), as a connection's does, and it starts unauthenticated,
+// since one socket serves every sender: a login must not carry over to
+// another sender's datagrams.
+func (c *conn) reset() {
 	c.out = c.out[:0]
 	c.swallow = 0
 	c.closing = false
-	c.started = true
-	c.binary = binary
+	c.started = false
 	c.retrieval = false
+	c.auth = authState{}
 }

@@ -17,13 +17,20 @@ import (
 // connected to it.
 func udpServer(t *testing.T) net.Conn {
 	t.Helper()
+	return udpServerWith(t, Config{})
+}
+
+// udpServerWith is udpServer with cfg (its addresses are set here).
+func udpServerWith(t *testing.T, cfg Config) net.Conn {
+	t.Helper()
 	st, err := store.New(store.Config{})
 	require.NoError(t, err)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
 	port := pc.LocalAddr().(*net.UDPAddr).Port
 	pc.Close()
-	srv, err := New(Config{Listen: []string{"127.0.0.1:0"}, UDPPort: port}, st)
+	cfg.Listen, cfg.UDPPort = []string{"127.0.0.1:0"}, port
+	srv, err := New(cfg, st)
 	require.NoError(t, err)
 	go srv.Serve()
 	t.Cleanup(func() {
@@ -106,6 +113,60 @@ func TestUDP(t *testing.T) {
 	// The next good request is answered, and nothing arrived for the bad ones.
 	send(udpRequest(10, "get k\r\n"))
 	require.Equal(t, "VALUE k 0 5\r\nhello\r\nEND\r\n", string(udpReply(t, c, 10, 2*time.Second)))
+}
+
+// binaryUDP is a binary request of opcode with key (and value for a set).
+func binaryUDP(opcode uint8, key, value string) string {
+	var extras []byte
+	if opcode == protocol.OpSet {
+		extras = make([]byte, 8)
+	}
+	b := make([]byte, 24, 24+len(extras)+len(key)+len(value))
+	b[0], b[1] = 0x80, opcode
+	binary.BigEndian.PutUint16(b[2:], uint16(len(key)))
+	b[4] = byte(len(extras))
+	binary.BigEndian.PutUint32(b[8:], uint32(len(extras)+len(key)+len(value)))
+	return string(append(append(append(b, extras...), key...), value...))
+}
+
+// TestUDPBinaryGet: a binary get is a retrieval too: its reply may be larger
+// than the request.
+func TestUDPBinaryGet(t *testing.T) {
+	c := udpServer(t)
+	val := string(bytes.Repeat([]byte("v"), 500))
+	_, err := c.Write(udpRequest(1, binaryUDP(protocol.OpSet, "k", val)))
+	require.NoError(t, err)
+	r := udpReply(t, c, 1, 2*time.Second)
+	require.Len(t, r, 24)
+	require.Zero(t, binary.BigEndian.Uint16(r[6:]), "status")
+	_, err = c.Write(udpRequest(2, binaryUDP(protocol.OpGet, "k", "")))
+	require.NoError(t, err)
+	r = udpReply(t, c, 2, 2*time.Second)
+	require.Len(t, r, 24+4+len(val))
+	require.Equal(t, val, string(r[28:]))
+}
+
+// TestUDPAuth: with -S, a datagram is held to what a new connection is:
+// text is refused (-B binary) and binary commands need a login, which does
+// not carry over to the next datagram, whoever sends it.
+func TestUDPAuth(t *testing.T) {
+	users, err := LoadSASLUsers(writeUsers(t, "u:p\n"))
+	require.NoError(t, err)
+	c := udpServerWith(t, Config{SASL: users, Protocol: ProtocolBinary})
+	send := func(id uint16, payload string) []byte {
+		t.Helper()
+		_, err := c.Write(udpRequest(id, payload))
+		require.NoError(t, err)
+		return udpReply(t, c, id, time.Second)
+	}
+	require.Nil(t, send(1, "set k 0 0 1\r\nx\r\n"), "text over UDP with -S")
+	r := send(2, binaryUDP(protocol.OpSASLAuth, "PLAIN", "\x00u\x00p"))
+	require.Equal(t, uint16(protocol.StatusOK), binary.BigEndian.Uint16(r[6:]), "login")
+	r = send(3, binaryUDP(protocol.OpSet, "k", "x"))
+	require.Equal(t, uint16(protocol.StatusAuthError), binary.BigEndian.Uint16(r[6:]), "the login did not carry over")
+	r = send(4, binaryUDP(protocol.OpSASLAuth, "PLAIN", "\x00u\x00p")+binaryUDP(protocol.OpSet, "k", "x"))
+	require.Len(t, r, 2*24+len("Authenticated"))
+	require.Zero(t, binary.BigEndian.Uint16(r[24+len("Authenticated")+6:]), "login and set in one datagram")
 }
 
 func TestUDPFrames(t *testing.T) {
