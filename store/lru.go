@@ -154,6 +154,22 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 			r = prev
 			continue
 		}
+		// The header and key were read without the item's shard lock, and
+		// an overwrite in place may have been rewriting them (with a change
+		// of flags the key moves): r must be found in vs, and its header
+		// read again, now that vs is locked.
+		slot := s.findRef(vs, uint32(hv>>32), r)
+		if slot >= 0 {
+			h = s.readHead(r)
+			dead = expired(&h, now) || s.isFlushed(&h, now)
+		}
+		if slot < 0 || onlyExpired && !dead {
+			if vs != sh {
+				vs.mu.Unlock()
+			}
+			r = prev
+			continue
+		}
 		if !dead && late < maxLate && s.late(r) {
 			// Stored in place since its last move (overwrite): it is
 			// younger than its place says. Move it now, as the store
@@ -168,7 +184,7 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 			r = prev
 			continue
 		}
-		vs.ix.remove(s.findRef(vs, uint32(hv>>32), r))
+		vs.ix.remove(slot)
 		vs.c.currItems--
 		if s.sizes != nil {
 			s.trackSize(&h, -1)

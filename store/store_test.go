@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/tandemcache/tandem/slab"
@@ -568,4 +569,47 @@ func TestOverwriteInPlace(t *testing.T) {
 	v, err = getValue(s, "a")
 	require.NoError(t, err)
 	require.Equal(t, val('z', 1000), v)
+}
+
+// TestEvictDuringOverwrite: eviction reads an item's header and key without
+// the item's shard lock, while a set may be rewriting that item in place
+// (with flags that come and go, which moves the key). It must neither
+// free the wrong item nor crash, and every key keeps a value it was given.
+func TestEvictDuringOverwrite(t *testing.T) {
+	s := newTestStore(t, Config{MemoryLimit: 1 << 20, PageSize: 64 << 10})
+	val := bytes.Repeat([]byte("v"), 96)
+	const hot = 64
+	deadline := time.Now().Add(time.Second)
+	var wg sync.WaitGroup
+	for g := 0; g < 2; g++ {
+		wg.Add(2)
+		go func() { // overwrites in place, flags on and off
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				_, err := s.Set([]byte(fmt.Sprintf("hot%d", i%hot)), val, SetOptions{Flags: uint32(i % 2)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+		go func() { // new keys of the same class: evictions
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				_, err := s.Set([]byte(fmt.Sprintf("new%d-%d", g, i)), val[:90], SetOptions{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st := s.Stats()
+	require.Positive(t, st.Evictions, "the test must evict")
+	for i := 0; i < hot; i++ {
+		if v, err := peekValue(s, fmt.Sprintf("hot%d", i)); err == nil {
+			require.Equal(t, val, v)
+		}
+	}
 }
