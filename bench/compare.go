@@ -9,7 +9,7 @@ import (
 	"io"
 	"net"
 	"os/exec"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -231,7 +231,7 @@ func median(rs []*Result, f func(*Result) float64) float64 {
 	for i, r := range rs {
 		v[i] = f(r)
 	}
-	sort.Float64s(v)
+	slices.Sort(v)
 	if len(v)%2 == 1 {
 		return v[len(v)/2]
 	}

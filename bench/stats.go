@@ -4,9 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -282,7 +283,7 @@ func printResult(w io.Writer, r *Result) {
 			fmtUS(l.P50), fmtUS(l.P99), fmtUS(l.Max))
 	}
 	fmt.Fprintf(w, "errors: %d", r.ErrorTotal)
-	for _, k := range sortedKeys(r.Errors) {
+	for _, k := range slices.Sorted(maps.Keys(r.Errors)) {
 		fmt.Fprintf(w, " %s=%d", k, r.Errors[k])
 	}
 	fmt.Fprintf(w, "\nverify: %d checked, %d failed\n", r.VerifyChecked, r.VerifyFailed)
@@ -328,13 +329,4 @@ func fmtUS(us float64) string {
 		return strconv.FormatFloat(us, 'f', 0, 64) + "µs"
 	}
 	return strconv.FormatFloat(us, 'f', 1, 64) + "µs"
-}
-
-func sortedKeys(m map[string]int64) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

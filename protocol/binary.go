@@ -247,9 +247,3 @@ func AppendBinaryStat(dst []byte, opaque uint32, name string, value []byte) []by
 	dst = append(dst, name...)
 	return append(dst, value...)
 }
-
-// AppendUint32 appends v big-endian (flags and exptime extras).
-func AppendUint32(dst []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(dst, v) }
-
-// AppendUint64 appends v big-endian (the incr and decr result).
-func AppendUint64(dst []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(dst, v) }

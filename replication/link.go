@@ -312,13 +312,13 @@ func (l *link) counted() uint64 {
 	return 0
 }
 
-// markOutOfSync moves an in-sync link out of sync after a timeout. It
-// comes back once it has acked everything pushed so far: its stream is
-// complete and in order, so that is all it lacks.
-func (l *link) markOutOfSync() bool {
+// markOutOfSync moves an in-sync link that has not acked seq out of sync
+// after a timeout. It comes back once it has acked everything pushed so
+// far: its stream is complete and in order, so that is all it lacks.
+func (l *link) markOutOfSync(seq uint64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.state.CompareAndSwap(stateInSync, stateOutOfSync) {
+	if l.ackedSeq.Load() >= seq || !l.state.CompareAndSwap(stateInSync, stateOutOfSync) {
 		return false
 	}
 	l.catchUp = l.lastSeq

@@ -161,6 +161,8 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 		if err := checkFrame(&f, itemMax); err != nil {
 			return err
 		}
+		// The clock follows every version it sees (a mark carries 0).
+		r.clk.observe(f.CAS)
 		switch f.Op {
 		case opSet:
 			if cap(val) < int(f.VLen) {
@@ -170,7 +172,6 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 			if _, err := io.ReadFull(br, val); err != nil {
 				return err
 			}
-			r.clk.observe(f.CAS)
 			ok, err := r.st.ApplyState(f.Key, val, f.Flags, f.Exp, f.CAS, f.Bits&bitBinaryKey != 0)
 			switch {
 			case ok:
@@ -195,10 +196,8 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 				r.logf("peer %s: cannot apply %q from the resync: %v", in.node, f.Key, err)
 			}
 		case opDel:
-			r.clk.observe(f.CAS)
 			r.st.ApplyDelete(f.Key, f.CAS)
 		case opFlush:
-			r.clk.observe(f.CAS)
 			r.st.ApplyFlush(f.Exp, f.CAS)
 		}
 		lastSeq = max(lastSeq, f.Seq)

@@ -365,11 +365,9 @@ func (r *Replicator) Wait(seq uint64) error {
 	for {
 		// Register before looking, so that an ack between the look and
 		// the sleep still wakes us. (A wake-up takes the waiter off the
-		// list.)
+		// list, so it is never on it twice.)
 		r.wmu.Lock()
-		if !slices.Contains(r.waiters, w) {
-			r.waiters = append(r.waiters, w)
-		}
+		r.waiters = append(r.waiters, w)
 		r.wmu.Unlock()
 		if done, err := r.decided(seq); done {
 			return err
@@ -430,18 +428,18 @@ func (r *Replicator) timedOut(seq uint64) error {
 			have++
 			continue
 		}
-		if l.markOutOfSync() {
-			if l.ackedSeq.Load() >= seq {
-				// The ack came in between: it was in time after all.
-				l.state.CompareAndSwap(stateOutOfSync, stateInSync)
-				have++
-				continue
+		if !l.markOutOfSync(seq) {
+			if l.counted() >= seq {
+				have++ // the ack came in between: in time after all
 			}
-			l.timeouts.Add(1)
-			dropped++
-			r.logf("peer %s did not ack within %v: out of sync", l.addr, r.cfg.Timeout)
-			defer r.wakeAll() // the others stop waiting for it too
+			continue
 		}
+		l.timeouts.Add(1)
+		dropped++
+		r.logf("peer %s did not ack within %v: out of sync", l.addr, r.cfg.Timeout)
+	}
+	if dropped > 0 {
+		r.wakeAll() // the other waiters stop waiting for them too
 	}
 	if r.cfg.Ack == AckQuorum && have < r.need {
 		r.refused.Add(1)

@@ -112,6 +112,15 @@ func (n *testNode) close(t *testing.T) {
 	require.Less(t, time.Since(start), prompt+handshakeTimeout, "Close took too long")
 }
 
+// newPair makes nodes a and b, each the other's peer, not yet started.
+func newPair(t *testing.T) (a, b *testNode) {
+	t.Helper()
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	a = newTestNode(t, Config{Listen: addrA, Peers: []string{addrB}, NodeID: "a"})
+	b = newTestNode(t, Config{Listen: addrB, Peers: []string{addrA}, NodeID: "b"})
+	return a, b
+}
+
 // startGroup starts n nodes named n0, n1... that list each other as peers.
 func startGroup(t *testing.T, n int, ack AckRule) []*testNode {
 	t.Helper()
@@ -435,9 +444,7 @@ func TestReplicateConcurrentWritersConverge(t *testing.T) {
 }
 
 func TestResync(t *testing.T) {
-	addrA, addrB := freeAddr(t), freeAddr(t)
-	a := newTestNode(t, Config{Listen: addrA, Peers: []string{addrB}, NodeID: "a"})
-	b := newTestNode(t, Config{Listen: addrB, Peers: []string{addrA}, NodeID: "b"})
+	a, b := newPair(t)
 	a.start(t)
 
 	// While b is away, a answers writes alone.
@@ -471,9 +478,7 @@ func TestResync(t *testing.T) {
 }
 
 func TestResyncAfterRestart(t *testing.T) {
-	addrA, addrB := freeAddr(t), freeAddr(t)
-	a := newTestNode(t, Config{Listen: addrA, Peers: []string{addrB}, NodeID: "a"})
-	b := newTestNode(t, Config{Listen: addrB, Peers: []string{addrA}, NodeID: "b"})
+	a, b := newPair(t)
 	a.start(t)
 	b.start(t)
 	waitInSync(t, a, b)
@@ -484,7 +489,7 @@ func TestResyncAfterRestart(t *testing.T) {
 	write(t, a, set("missed", "2", store.SetOptions{}))
 
 	// b comes back empty, as a restarted process does.
-	b2 := newTestNode(t, Config{Listen: addrB, Peers: []string{addrA}, NodeID: "b"})
+	b2 := newTestNode(t, Config{Listen: b.r.cfg.Listen, Peers: b.r.cfg.Peers, NodeID: "b"}) // b's address
 	b2.start(t)
 	waitInSync(t, a, b2)
 	require.Equal(t, contents(a.st), contents(b2.st))
@@ -1180,15 +1185,13 @@ func TestStatsDuringInboundHandshake(t *testing.T) {
 // that accepts but never answers, also when the link had been connected
 // before (link.dial: "so that Close interrupts a stuck handshake").
 func TestCloseDuringRedial(t *testing.T) {
-	addrA, addrB := freeAddr(t), freeAddr(t)
-	a := newTestNode(t, Config{Listen: addrA, Peers: []string{addrB}, NodeID: "a"})
-	b := newTestNode(t, Config{Listen: addrB, Peers: []string{addrA}, NodeID: "b"})
+	a, b := newPair(t)
 	a.start(t)
 	b.start(t)
 	waitInSync(t, a, b)
 	b.close(t)
 	waitPeerState(t, a, 0, "connecting")
-	silent := newSilentPeer(t, addrB)
+	silent := newSilentPeer(t, b.r.cfg.Listen)
 	require.Eventually(t, func() bool { return silent.read.Load() > 0 }, syncWait, poll, "a redials")
 
 	a.closed = true

@@ -12,9 +12,7 @@ import (
 // link) must lose, at its resync, what was deleted and flushed meanwhile:
 // the resync carries tombstones and the flush state, not only live items.
 func TestResyncCarriesDeletesAndFlush(t *testing.T) {
-	addrA, addrB := freeAddr(t), freeAddr(t)
-	a := newTestNode(t, Config{Listen: addrA, Peers: []string{addrB}, NodeID: "a"})
-	b := newTestNode(t, Config{Listen: addrB, Peers: []string{addrA}, NodeID: "b"})
+	a, b := newPair(t)
 	a.start(t)
 
 	write(t, a, set("k", "old", store.SetOptions{}))
@@ -41,9 +39,7 @@ func TestResyncCarriesDeletesAndFlush(t *testing.T) {
 // A delayed flush_all still to come reaches a peer that was away when it
 // was sent.
 func TestResyncCarriesPendingFlush(t *testing.T) {
-	addrA, addrB := freeAddr(t), freeAddr(t)
-	a := newTestNode(t, Config{Listen: addrA, Peers: []string{addrB}, NodeID: "a"})
-	b := newTestNode(t, Config{Listen: addrB, Peers: []string{addrA}, NodeID: "b"})
+	a, b := newPair(t)
 	a.start(t)
 	write(t, a, func(st *store.Store) error { st.FlushAll(3600); return nil })
 	pending, _ := a.st.FlushState()

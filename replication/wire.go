@@ -11,6 +11,7 @@ import (
 	"math"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/tandemcache/tandem/store"
 )
 
 // The wire format. A link is a TCP connection from the node that sends its
@@ -192,7 +193,7 @@ func checkFrame(f *frame, itemMax int) error {
 	default:
 		return fmt.Errorf("%w: unknown op %d", errFrame, f.Op)
 	}
-	if (f.Op == opSet || f.Op == opDel) && (len(f.Key) == 0 || len(f.Key) > 250) {
+	if (f.Op == opSet || f.Op == opDel) && (len(f.Key) == 0 || len(f.Key) > store.MaxKeyLen) {
 		return fmt.Errorf("%w: key of %d bytes", errFrame, len(f.Key))
 	}
 	return nil

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/binary"
+	"strings"
 
 	"github.com/tandemcache/tandem/protocol"
 	"github.com/tandemcache/tandem/store"
@@ -339,7 +340,7 @@ func (c *conn) binGet(r *binRequest) {
 			keyLen = int(r.KeyLen)
 		}
 		c.out = protocol.AppendBinaryHeader(c.out, r.Opcode, protocol.StatusOK, 4, keyLen, vlen, r.Opaque, it.CAS)
-		c.out = protocol.AppendUint32(c.out, it.Flags)
+		c.out = binary.BigEndian.AppendUint32(c.out, it.Flags)
 		if withKey {
 			c.out = append(c.out, r.Key...)
 		}
@@ -375,7 +376,7 @@ func (c *conn) binArith(r *binRequest) {
 	case nil:
 		if !r.quiet {
 			c.out = protocol.AppendBinaryHeader(c.out, r.Opcode, protocol.StatusOK, 0, 0, 8, r.Opaque, res.CAS)
-			c.out = protocol.AppendUint64(c.out, res.Value)
+			c.out = binary.BigEndian.AppendUint64(c.out, res.Value)
 		}
 	case store.ErrNotFound:
 		c.binError(r, protocol.StatusKeyNotFound)
@@ -403,16 +404,16 @@ func (c *conn) binStats(r *binRequest) {
 	switch {
 	case len(k) == 0:
 		c.generalStats(w)
-	case hasPrefix(k, "reset"):
+	case strings.HasPrefix(k, "reset"):
 		c.resetStats()
-	case hasPrefix(k, "settings"):
+	case strings.HasPrefix(k, "settings"):
 		c.settingsStats(w)
-	case hasPrefix(k, "detail"):
+	case strings.HasPrefix(k, "detail"):
 		switch sub := k[len("detail"):]; {
-		case hasPrefix(sub, " dump"):
+		case strings.HasPrefix(sub, " dump"):
 			w.str("detailed", string(c.s.detail.dump(nil)))
-		case hasPrefix(sub, " on"), hasPrefix(sub, " off"):
-			c.s.detail.on.Store(hasPrefix(sub, " on"))
+		case strings.HasPrefix(sub, " on"), strings.HasPrefix(sub, " off"):
+			c.s.detail.on.Store(strings.HasPrefix(sub, " on"))
 		default:
 			c.binError(r, protocol.StatusKeyNotFound)
 			return
@@ -429,5 +430,3 @@ func (c *conn) binStats(r *binRequest) {
 	}
 	w.end()
 }
-
-func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }

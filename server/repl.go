@@ -37,14 +37,6 @@ func textWrite(r *protocol.Request) bool {
 	return false
 }
 
-func isMeta(cmd protocol.Command) bool {
-	switch cmd {
-	case protocol.CmdMetaSet, protocol.CmdMetaDelete, protocol.CmdMetaArith, protocol.CmdMetaGet:
-		return true
-	}
-	return false
-}
-
 // binaryWrite tells whether a binary opcode (quiet ones mapped to their
 // loud form) changes the store.
 func binaryWrite(op uint8) bool {
@@ -82,7 +74,8 @@ func (c *conn) wrote(mark int, b *binRequest) {
 	c.replSeq = c.s.repl.Head()
 	cas := c.casWrote
 	c.casWrote = 0
-	quiet := b != nil && b.quiet || b == nil && c.req.Meta.Quiet && isMeta(c.req.Cmd)
+	// Only meta commands set Meta.Quiet (Parse starts from a zero Request).
+	quiet := b != nil && b.quiet || b == nil && c.req.Meta.Quiet
 	if len(c.out) == mark && !quiet {
 		return // noreply: the client asked for no answer, even an error
 	}

@@ -37,9 +37,7 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 		s.bytesRead.Add(uint64(n))
 		c.reset()
 		c.process(payload)
-		if c.replSeq != 0 {
-			c.settle()
-		}
+		c.flush() // settles replicated writes; a UDP reply is framed below
 		reply := c.out
 		if len(reply) > n && !c.retrieval {
 			s.udpDropped.Add(1)

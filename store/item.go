@@ -14,7 +14,7 @@ import (
 //	8    4     exp    expiry in store seconds, 0 = never
 //	12   4     time   last store or LRU bump, store seconds (memcached's it->time)
 //	16   3     vlen   value length for unchained items (below 2^23); the top
-//	                  bit of its last byte is "late" (see lruLate)
+//	                  bit of its last byte is "late" (see offLate)
 //	19   1     bits   item state, see below
 //	20   1     klen   key length
 //	21   8     cas    only when CAS is enabled (-C removes it, as in memcached)

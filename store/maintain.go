@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/tandemcache/tandem/slab"
 )
 
@@ -124,8 +123,8 @@ func (s *Store) racyOwner(r slab.Ref, buf []byte) ([]byte, *shard, uint32, bool)
 	if !ok {
 		return nil, nil, 0, false
 	}
-	hv := xxhash.Sum64(key)
-	return key, &s.shards[hv&shardMask], uint32(hv >> 32), true
+	sh, h32 := s.shardOf(key)
+	return key, sh, h32, true
 }
 
 func (s *Store) racyKey(r slab.Ref, buf []byte) ([]byte, bool) {

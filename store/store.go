@@ -730,10 +730,11 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 // by one of about the same size is the common set (sessions, counters,
 // a replica applying its peer's writes), and this spares it a chunk
 // allocation, a free and an index update, each a cache miss. As for a new
-// item, the state is fresh (not fetched), and the item goes to the head of
-// its LRU. Nothing outside the shard lock can see the item half written:
-// readers take the lock, and the LRU links, which other shards' writes of
-// the same class change under the LRU lock, are not touched but under it.
+// item, the state is fresh (not fetched); the item stays where it is in its
+// LRU, marked late (see offLate). Readers take the shard lock; the LRU
+// links, which other shards' writes of the same class change under the LRU
+// lock, are not touched; eviction, which reads the item before it has the
+// shard lock, checks it again once it has (evictOne).
 // key and value must not alias the item (set's callers pass request and
 // frame buffers). sh.mu held.
 func (s *Store) overwrite(sh *shard, r slab.Ref, oh *head, l layout, key, value []byte,
@@ -771,7 +772,7 @@ func (s *Store) observe(sh *shard, r slab.Ref, now uint32) {
 	if s.obs != nil {
 		h := s.readHead(r)
 		it := s.view(r, &h, now)
-		if sh.tombs != nil {
+		if len(sh.tombs) > 0 {
 			delete(sh.tombs, string(it.Key()))
 		}
 		s.obs.Stored(it)

@@ -52,14 +52,13 @@ func (s *Store) sweepTombs(sh *shard, now uint32) {
 	if len(sh.tombs) < tombsPerShard {
 		return
 	}
+	// The oldest is at or below the mean, so this always frees room; if
+	// all were made within the same second, it empties the table.
 	mean := uint32(sum / uint64(len(sh.tombs)))
 	for k, t := range sh.tombs {
 		if t.at <= mean {
 			delete(sh.tombs, k)
 		}
-	}
-	if len(sh.tombs) >= tombsPerShard {
-		clear(sh.tombs) // all deleted within one second: keep the newest only
 	}
 }
 

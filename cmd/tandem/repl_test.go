@@ -690,54 +690,51 @@ func TestReplConcurrentArith(t *testing.T) {
 	var wg sync.WaitGroup
 	replies := make([][]uint64, incrClients)
 	errs := make(chan error, incrClients+appendClients)
-	for g := range incrClients {
+	// client runs fn on a connection of its own to a.
+	client := func(fn func(tc *textClient) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			tc, err := dialText(a.addr)
+			if err == nil {
+				defer tc.c.Close()
+				err = fn(tc)
+			}
 			if err != nil {
 				errs <- err
-				return
-			}
-			defer tc.c.Close()
-			for range incrs {
-				line, err := tc.do("incr arith:ctr 1\r\n")
-				if err != nil {
-					errs <- err
-					return
-				}
-				v, err := strconv.ParseUint(strings.TrimSpace(line), 10, 64)
-				if err != nil {
-					errs <- fmt.Errorf("incr: reply %q", line)
-					return
-				}
-				replies[g] = append(replies[g], v)
 			}
 		}()
 	}
-	for g := range appendClients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tc, err := dialText(a.addr)
-			if err != nil {
-				errs <- err
-				return
+	for g := range incrClients {
+		client(func(tc *textClient) error {
+			for range incrs {
+				line, err := tc.do("incr arith:ctr 1\r\n")
+				if err != nil {
+					return err
+				}
+				v, err := strconv.ParseUint(strings.TrimSpace(line), 10, 64)
+				if err != nil {
+					return fmt.Errorf("incr: reply %q", line)
+				}
+				replies[g] = append(replies[g], v)
 			}
-			defer tc.c.Close()
+			return nil
+		})
+	}
+	for g := range appendClients {
+		client(func(tc *textClient) error {
 			for i := range appends {
 				tok := fmt.Sprintf("<%d.%03d>", g, i)
 				line, err := tc.do(fmt.Sprintf("append arith:log 0 0 %d\r\n%s\r\n", len(tok), tok))
 				if err != nil {
-					errs <- err
-					return
+					return err
 				}
 				if line != "STORED\r\n" {
-					errs <- fmt.Errorf("append: reply %q", line)
-					return
+					return fmt.Errorf("append: reply %q", line)
 				}
 			}
-		}()
+			return nil
+		})
 	}
 	wg.Wait()
 	close(errs)
