@@ -220,7 +220,6 @@ type runState struct {
 
 // worker is one client goroutine with its connections and statistics.
 type worker struct {
-	id    int
 	run   *runState
 	cfg   *Config
 	rng   *rand.Rand
@@ -232,6 +231,10 @@ type worker struct {
 	key   []byte
 	exp   []byte
 
+	// Counted by the worker alone and read once it has ended.
+	hits, misses      int64
+	verified, vfailed int64
+
 	mu       sync.Mutex // guards what the progress ticker reads below
 	hist     [numOps]*hdrhistogram.Histogram
 	lag      *hdrhistogram.Histogram // open loop: sent - scheduled
@@ -239,11 +242,7 @@ type worker struct {
 	ivOps    int64
 	ivErrs   int64
 	requests [numOps]int64
-	hits     int64
-	misses   int64
 	errs     map[string]int64
-	verified int64
-	vfailed  int64
 	unsent   int64
 	lastDone time.Time
 }
@@ -501,7 +500,6 @@ func (rn *runState) result(res *Result, ws []*worker, srv0, cli0, mach0 time.Dur
 func newWorker(id int, rn *runState) *worker {
 	cfg := rn.cfg
 	w := &worker{
-		id:       id,
 		run:      rn,
 		cfg:      cfg,
 		rng:      rand.New(rand.NewPCG(cfg.Seed, uint64(id)+1)),
@@ -908,7 +906,9 @@ func (w *worker) receive(s *slot) error {
 			if err != nil {
 				return err
 			}
-			p.done = c.readAt
+			if p.op == opGet || ci == len(s.conns)-1 {
+				p.done = c.readAt // a set is done when every server answered
+			}
 		}
 	}
 	return nil
@@ -1026,10 +1026,8 @@ func (w *worker) countHits(p *pending, hits int) {
 	if !p.measured || p.prefill {
 		return
 	}
-	w.mu.Lock()
 	w.hits += int64(hits)
 	w.misses += int64(p.nkeys - hits)
-	w.mu.Unlock()
 }
 
 func (p *pending) fail(kind string) {
@@ -1067,8 +1065,7 @@ func (w *worker) fail(s *slot, err error) {
 	}
 	for i := range s.pending {
 		p := &s.pending[i]
-		// With replicas, a set may have its first answer but not the rest.
-		if p.done.IsZero() || (len(s.conns) > 1 && p.op == opSet) {
+		if p.done.IsZero() {
 			p.fail(kind)
 			p.done = time.Now()
 		}
