@@ -205,7 +205,7 @@ func (l *link) serve(conn net.Conn, br *bufio.Reader, peer string) {
 	l.mu.Unlock()
 	wg.Wait()
 	l.state.Store(stateConnecting)
-	l.r.wakeAll() // waiters stop counting on this peer
+	l.r.recheck() // waiters stop counting on this peer
 }
 
 // write is the writer: it sends whatever was pushed, all of it in one

@@ -54,6 +54,10 @@ func ParseAckRule(s string) (AckRule, error) {
 // some peers; it is not acknowledged.
 var ErrQuorum = errors.New("replication quorum not reached")
 
+// ErrStopped answers a write still waiting for its peers when replication
+// is shut down. The write was applied on this node.
+var ErrStopped = errors.New("replication stopped")
+
 // Config sets up replication. Zero fields take the defaults noted.
 type Config struct {
 	// Listen is this node's replication address, host:port (--repl-listen).
@@ -101,10 +105,11 @@ type Replicator struct {
 	links []*link
 	head  atomic.Uint64 // seq, readable without mu
 
-	// Writes waiting for acks. An ack wakes only the waiters it satisfies,
-	// not every waiting connection.
+	// Writes waiting for acks (wait.go), oldest first: an ack completes
+	// only the waiters it satisfies, and the sweeper times out the oldest.
 	wmu     sync.Mutex
-	waiters []*waiter
+	waiters []waiter
+	epoch   time.Time // deadlines are measured from it
 
 	ln      net.Listener
 	ctx     context.Context
@@ -179,8 +184,10 @@ func (r *Replicator) Start(st *store.Store) error {
 	}
 	r.st, r.ln = st, ln
 	r.ctx, r.cancel = context.WithCancel(context.Background())
-	r.wg.Add(1)
+	r.epoch = time.Now()
+	r.wg.Add(2)
 	go r.accept()
+	go r.sweep()
 	for _, l := range r.links {
 		r.wg.Add(1)
 		go l.run()
@@ -204,6 +211,7 @@ func (r *Replicator) Close() error {
 		l.kill()
 	}
 	r.wg.Wait()
+	r.finishAll(ErrStopped)
 	return err
 }
 
@@ -270,20 +278,6 @@ func (r *Replicator) send(f *frame, it store.Item) {
 // client's write, once its store call returned, is at or below it.
 func (r *Replicator) Head() uint64 { return r.head.Load() }
 
-// waiter is one connection waiting in Wait.
-type waiter struct {
-	seq uint64
-	ch  chan struct{} // capacity 1: a wake-up is never lost nor blocks
-}
-
-var waiters = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
-
-var timers = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return t
-}}
-
 // progress is the highest sequence number that meets the ack rule now:
 // under all, the lowest ack of the in-sync peers; under quorum, the
 // need-th highest ack.
@@ -307,93 +301,6 @@ func (r *Replicator) progress() uint64 {
 	}
 	slices.Sort(a)
 	return a[len(a)-r.need]
-}
-
-// acked wakes the waiters an ack satisfied.
-func (r *Replicator) acked() {
-	p := r.progress()
-	r.wmu.Lock()
-	ws := r.waiters[:0]
-	for _, w := range r.waiters {
-		if w.seq <= p {
-			w.wake()
-		} else {
-			ws = append(ws, w)
-		}
-	}
-	clear(r.waiters[len(ws):])
-	r.waiters = ws
-	r.wmu.Unlock()
-}
-
-// wakeAll wakes every waiter to look again: a peer's state changed, so
-// what the rule asks for did too.
-func (r *Replicator) wakeAll() {
-	r.wmu.Lock()
-	for _, w := range r.waiters {
-		w.wake()
-	}
-	clear(r.waiters)
-	r.waiters = r.waiters[:0]
-	r.wmu.Unlock()
-}
-
-func (w *waiter) wake() {
-	select {
-	case w.ch <- struct{}{}:
-	default:
-	}
-}
-
-// Wait returns when the writes up to seq satisfy the ack rule. Under all,
-// a peer that has not acked within the timeout is marked out of sync and
-// the writes are acknowledged without it. Under quorum, Wait returns
-// ErrQuorum if a majority cannot be reached. It blocks only its caller:
-// the links go on meanwhile.
-func (r *Replicator) Wait(seq uint64) error {
-	if r.cfg.Ack == AckAsync {
-		return nil
-	}
-	if done, err := r.decided(seq); done {
-		return err
-	}
-	w := waiters.Get().(*waiter)
-	w.seq = seq
-	t := timers.Get().(*time.Timer)
-	t.Reset(r.cfg.Timeout)
-	defer r.endWait(w, t)
-	for {
-		// Register before looking, so that an ack between the look and
-		// the sleep still wakes us. (A wake-up takes the waiter off the
-		// list, so it is never on it twice.)
-		r.wmu.Lock()
-		r.waiters = append(r.waiters, w)
-		r.wmu.Unlock()
-		if done, err := r.decided(seq); done {
-			return err
-		}
-		select {
-		case <-w.ch:
-		case <-t.C:
-			return r.timedOut(seq)
-		}
-	}
-}
-
-// endWait takes w off the list and returns it and t to their pools.
-func (r *Replicator) endWait(w *waiter, t *time.Timer) {
-	t.Stop()
-	timers.Put(t)
-	r.wmu.Lock()
-	if i := slices.Index(r.waiters, w); i >= 0 {
-		r.waiters = slices.Delete(r.waiters, i, i+1)
-	}
-	r.wmu.Unlock()
-	select { // a wake-up that raced with the end of the wait
-	case <-w.ch:
-	default:
-	}
-	waiters.Put(w)
 }
 
 // decided tells whether the wait for seq is over: with nil when seq meets
@@ -439,7 +346,7 @@ func (r *Replicator) timedOut(seq uint64) error {
 		r.logf("peer %s did not ack within %v: out of sync", l.addr, r.cfg.Timeout)
 	}
 	if dropped > 0 {
-		r.wakeAll() // the other waiters stop waiting for them too
+		r.recheck() // the other waiters stop waiting for them too
 	}
 	if r.cfg.Ack == AckQuorum && have < r.need {
 		r.refused.Add(1)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1108,9 +1109,8 @@ func TestStatsNames(t *testing.T) {
 	}
 
 	st := statsOf(nodes[0].r)
-	// writes_overruled is not in docs/replication.md's list (yet).
 	names := []string{"node_id", "node_number", "group", "listen", "ack", "timeout_ms", "head_seq",
-		"writes_degraded", "writes_refused", "states_applied", "states_stale", "writes_overruled", "bad_links", "tombstones"}
+		"writes_degraded", "writes_refused", "states_applied", "states_stale", "writes_overruled", "bad_links", "tombstones", "waiting"}
 	for _, f := range []string{"addr", "node_id", "state", "pending_bytes", "acked_seq", "lag_seqs", "lag_ms",
 		"acks", "ack_p50_us", "ack_p99_us", "ack_p999_us", "reconnects", "timeouts", "resyncs", "overflows"} {
 		names = append(names, "peer0:"+f)
@@ -1135,6 +1135,7 @@ func TestStatsNames(t *testing.T) {
 	require.Equal(t, "0", st["writes_overruled"])
 	require.Equal(t, "0", st["bad_links"])
 	require.Equal(t, "1", st["tombstones"])
+	require.Equal(t, "0", st["waiting"])
 	require.Equal(t, nodes[1].r.Addr().String(), st["peer0:addr"])
 	require.Equal(t, "n1", st["peer0:node_id"])
 	require.Equal(t, "in_sync", st["peer0:state"])
@@ -1158,6 +1159,7 @@ func TestStatsNames(t *testing.T) {
 		"repl_writes_degraded": "0",
 		"repl_writes_refused":  "0",
 		"repl_states_applied":  "1",
+		"repl_waiting":         "0",
 	}, summaryOf(nodes[0].r))
 }
 
@@ -1238,4 +1240,86 @@ func assertEventually(cond func() bool, d time.Duration) bool {
 		time.Sleep(poll)
 	}
 	return true
+}
+
+// countAcker records its calls.
+type countAcker struct {
+	mu    sync.Mutex
+	calls []error
+	done  chan struct{}
+}
+
+func newCountAcker() *countAcker { return &countAcker{done: make(chan struct{}, 8)} }
+
+func (a *countAcker) Acked(_ uint64, err error) {
+	a.mu.Lock()
+	a.calls = append(a.calls, err)
+	a.mu.Unlock()
+	a.done <- struct{}{}
+}
+
+func (a *countAcker) result(t *testing.T) []error {
+	t.Helper()
+	select {
+	case <-a.done:
+	case <-time.After(syncWait):
+		t.Fatal("Acked not called")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.calls)
+}
+
+// TestAwaitCallbacks: a waiter not decided at once is called back exactly
+// once: by the sweeper at the timeout (the peer marked out of sync), or
+// when replication stops first.
+func TestAwaitCallbacks(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	fake := newFakePeer(t, "tandem")
+	n := newTestNode(t, Config{Listen: freeAddr(t), Peers: []string{fake.ln.Addr().String()}, NodeID: "t", Timeout: timeout})
+	n.start(t)
+	waitPeerState(t, n, 0, "in_sync")
+
+	var ackers []*countAcker
+	start := time.Now()
+	for i := range 3 {
+		_, err := n.st.Set([]byte("k"+strconv.Itoa(i)), []byte("v"), store.SetOptions{})
+		require.NoError(t, err)
+		a := newCountAcker()
+		done, err := n.r.Await(n.r.Head(), a)
+		require.False(t, done, "a peer in sync that has not acked")
+		require.NoError(t, err)
+		ackers = append(ackers, a)
+	}
+	require.Equal(t, "3", statsOf(n.r)["waiting"])
+	for i, a := range ackers {
+		require.Equal(t, []error{nil}, a.result(t), "waiter %d", i)
+	}
+	require.GreaterOrEqual(t, time.Since(start), timeout)
+	st := statsOf(n.r)
+	require.Equal(t, "out_of_sync", st["peer0:state"])
+	require.Equal(t, "0", st["waiting"])
+	// One timeout, one degraded batch: the others were decided by it.
+	require.Equal(t, "1", st["writes_degraded"])
+	// Nothing in sync is left to wait for: decided at once.
+	done, err := n.r.Await(n.r.Head(), newCountAcker())
+	require.True(t, done)
+	require.NoError(t, err)
+
+	// Stopping replication answers whoever still waits, once: under all,
+	// the closed link leaves no peer to wait for.
+	fake2 := newFakePeer(t, "tandem")
+	m := newTestNode(t, Config{Listen: freeAddr(t), Peers: []string{fake2.ln.Addr().String()}, NodeID: "u", Timeout: time.Hour})
+	m.start(t)
+	waitPeerState(t, m, 0, "in_sync")
+	_, err = m.st.Set([]byte("k"), []byte("v"), store.SetOptions{})
+	require.NoError(t, err)
+	a := newCountAcker()
+	done, err = m.r.Await(m.r.Head(), a)
+	require.False(t, done)
+	require.NoError(t, err)
+	m.closed = true
+	require.NoError(t, m.r.Close())
+	require.Equal(t, []error{nil}, a.result(t))
+	require.Empty(t, a.done, "called more than once")
 }

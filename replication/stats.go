@@ -21,6 +21,7 @@ func (r *Replicator) Summary(fn func(name, value string)) {
 	fn("repl_writes_degraded", strconv.FormatUint(r.degraded.Load(), 10))
 	fn("repl_writes_refused", strconv.FormatUint(r.refused.Load(), 10))
 	fn("repl_states_applied", strconv.FormatUint(r.applied.Load(), 10))
+	fn("repl_waiting", strconv.Itoa(r.waiting()))
 }
 
 // Stats calls fn with the lines of "stats replication": the node, then
@@ -42,6 +43,7 @@ func (r *Replicator) Stats(fn func(name, value string)) {
 	fn("states_stale", u(r.stale.Load()))
 	fn("writes_overruled", u(r.overruled.Load()))
 	fn("bad_links", u(r.badLinks.Load()))
+	fn("waiting", strconv.Itoa(r.waiting()))
 	fn("tombstones", strconv.Itoa(r.st.Tombstones()))
 	now := time.Now()
 	for i, l := range r.links {

@@ -52,11 +52,12 @@ type conn struct {
 	metaHit func(store.Item)
 	withCAS bool
 
-	// Replication (see repl.go): the newest write whose reply waits for
-	// the peers, and where the writes' replies are in out.
-	replSeq   uint64
-	replMarks []replMark
-	replOut   []byte
+	// Replication (see repl.go): whether it is on, where the writes'
+	// replies are in out, and the replies held for the peers' acks.
+	replicated bool
+	replMarks  []replMark
+	replOut    []byte
+	held       held
 	// casWrote is the CAS a compare-and-swap just stored, so that the
 	// reply can become EXISTS if a peer overrules it (see repl.go).
 	casWrote uint64
@@ -67,6 +68,8 @@ func newConn(s *Server, nc netpoll.Connection) *conn {
 	if f, ok := nc.(interface{ Fd() int }); ok {
 		c.fd = f.Fd()
 	}
+	c.replicated = s.repl != nil
+	c.held.idle.L = &c.held.mu
 	c.hit = c.appendHit
 	c.metaHit = c.appendMetaHit
 	c.lastActive.Store(time.Now().Unix())
@@ -101,6 +104,9 @@ func (c *conn) serve() {
 		c.flush()
 		_ = r.Release()
 		if c.closing {
+			if c.replicated {
+				c.waitHeld() // the replies before a quit are owed
+			}
 			c.nc.Close()
 			return
 		}
@@ -286,8 +292,8 @@ func (c *conn) storageFlags() uint32 {
 // its side, as "nc -N" does), while memcached still answers such a client.
 // netpoll's writer is used only to wait when the socket buffer is full.
 func (c *conn) flush() {
-	if c.replSeq != 0 {
-		c.settle()
+	if c.replicated && c.hold() {
+		return
 	}
 	if len(c.out) == 0 || c.udp {
 		return

@@ -1,26 +1,51 @@
 package server
 
 import (
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
 	"github.com/tandemcache/tandem/protocol"
 )
 
 // Replication's part in a connection. A write is applied to the store at
 // once (its Observer hands the new state to the peer links); its reply
-// goes into out like any other, and before out is written the connection
-// waits until the peers hold every write in it (Replicator.Wait). One wait
-// covers a whole batch of pipelined requests, since acks are cumulative.
-// Reads never wait unless a write precedes them in the same batch: their
-// replies follow the write's.
+// goes into out like any other, with a mark (replMark) that says which
+// write it waits for. When out is flushed with marks in it, the replies are
+// held (held) and the connection's handler returns: the replicator calls
+// the connection back (Acked) from the goroutine that reads the peers' acks
+// or times them out, and the replies are written from there, in order. No
+// goroutine waits per connection, and acks being cumulative, one callback
+// answers a whole batch of pipelined requests. Replies that follow a held
+// write, reads included, are held behind it, so a reply always means that
+// every write before it was acknowledged.
 
-// replMark is where a write's reply sits in out, to replace it with an
-// error if replication cannot acknowledge it.
+// replMark is where a write's reply sits in out (or held.out), to replace
+// it with an error if replication cannot acknowledge it.
 type replMark struct {
 	start, end int
+	seq        uint64 // the stream's head once the write was applied
+	silent     bool   // noreply: nothing to answer, even an error
 	binary     bool
 	opcode     uint8
 	opaque     uint32
 	meta       bool
 	cas        uint64 // a compare-and-swap's new CAS, or 0
+}
+
+// held is a connection's replies waiting for the peers' acks. While active,
+// the replicator side owns the writing: the handler appends to out and
+// never writes the socket itself.
+type held struct {
+	mu     sync.Mutex
+	idle   sync.Cond // active went false, or the connection closed
+	out    []byte
+	off    int        // out[:off] is written
+	marks  []replMark // the writes in out not yet acknowledged, in order
+	spare  []byte
+	active bool
+	closed bool
 }
 
 // textWrite tells whether a text or meta request changes the store.
@@ -68,21 +93,19 @@ func (c *conn) refuseWrite() bool {
 	return true
 }
 
-// wrote records a write whose reply starts at mark in out: out is not
-// written before the peers acknowledge it.
+// wrote records a write whose reply starts at mark in out: no reply after
+// it is written before the peers acknowledge it.
 func (c *conn) wrote(mark int, b *binRequest) {
-	c.replSeq = c.s.repl.Head()
 	cas := c.casWrote
 	c.casWrote = 0
 	// Only meta commands set Meta.Quiet (Parse starts from a zero Request).
 	quiet := b != nil && b.quiet || b == nil && c.req.Meta.Quiet
-	if len(c.out) == mark && !quiet {
-		return // noreply: the client asked for no answer, even an error
-	}
 	// A quiet write (meta q, binary ...Q) answers nothing on success but
-	// must still hear a failure: its mark is empty, and an error reply
-	// is inserted there if need be.
-	m := replMark{start: mark, end: len(c.out), cas: cas}
+	// must still hear a failure: its mark is empty, and an error reply is
+	// inserted there if need be. A noreply write's mark only holds back the
+	// replies after it.
+	m := replMark{start: mark, end: len(c.out), seq: c.s.repl.Head(), cas: cas,
+		silent: len(c.out) == mark && !quiet}
 	if b != nil {
 		m.binary, m.opcode, m.opaque = true, b.Opcode, b.Opaque
 	} else {
@@ -91,35 +114,228 @@ func (c *conn) wrote(mark int, b *binRequest) {
 	c.replMarks = append(c.replMarks, m)
 }
 
-// settle waits for the peers to acknowledge the writes in out; if they
-// cannot, those writes' replies become errors that say why. A
-// compare-and-swap that a peer overruled (the same token used on another
-// node at the same moment, and that write won) is answered as the CAS
-// mismatch it turned out to be, so that one token succeeds once. out is
-// copied only when a reply changes.
-func (c *conn) settle() {
-	seq := c.replSeq
-	c.replSeq = 0
-	err := c.s.repl.Wait(seq)
-	o, prev, changed := c.replOut[:0], 0, false
-	for _, m := range c.replMarks {
-		if err == nil && (m.cas == 0 || !c.s.repl.Overruled(m.cas)) {
-			continue
+// hold is flush's part when replication is on. It reports whether the
+// replies were taken to be written once acknowledged; false leaves them to
+// be written now.
+func (c *conn) hold() bool {
+	if c.udp || c.fd < 0 {
+		// A datagram is answered in one piece, by its own goroutine.
+		if len(c.replMarks) > 0 {
+			err := c.s.repl.Wait(c.replMarks[len(c.replMarks)-1].seq)
+			c.out, c.replOut = c.rewrite(c.out, c.replMarks, nil, err, c.replOut)
+			c.replMarks = c.replMarks[:0]
 		}
-		o = append(o, c.out[prev:m.start]...)
-		o = c.appendReplaced(o, &m, err)
-		prev, changed = m.end, true
+		return false
 	}
-	if changed {
-		o = append(o, c.out[prev:]...)
-		c.out, c.replOut = o, c.out[:0]
+	h := &c.held
+	h.mu.Lock()
+	if !h.active && len(c.replMarks) == 0 {
+		h.mu.Unlock()
+		return false // nothing waits: the usual write
+	}
+	if h.closed {
+		h.mu.Unlock()
+		c.out, c.replMarks = c.out[:0], c.replMarks[:0]
+		return true
+	}
+	if len(h.out)+len(c.out) > c.s.maxInput {
+		// A client that sends far faster than its writes are acknowledged,
+		// or that does not read its replies.
+		h.mu.Unlock()
+		c.closing = true
+		c.out, c.replMarks = c.out[:0], c.replMarks[:0]
+		return true
+	}
+	base := len(h.out)
+	for _, m := range c.replMarks {
+		m.start += base
+		m.end += base
+		h.marks = append(h.marks, m)
 	}
 	c.replMarks = c.replMarks[:0]
+	if base == 0 {
+		h.out, c.out = c.out, h.out[:0] // no copy in the usual case
+	} else {
+		h.out = append(h.out, c.out...)
+		c.out = c.out[:0]
+	}
+	if h.active {
+		// The replicator side is on it: it goes on to these marks once the
+		// ones before them are acknowledged.
+		h.mu.Unlock()
+		return true
+	}
+	h.active = true
+	c.s.holding.Add(1)
+	h.mu.Unlock()
+	if c.advance(0, nil) {
+		go c.drain()
+	}
+	return true
 }
 
-// appendReplaced appends what the write at m answers instead of its reply:
-// the replication error, or (err nil) EXISTS for an overruled CAS.
-func (c *conn) appendReplaced(o []byte, m *replMark, err error) []byte {
+// Acked is called by the replicator once the writes up to seq are decided.
+func (c *conn) Acked(seq uint64, err error) {
+	if c.advance(seq, err) {
+		go c.drain()
+	}
+}
+
+// advance settles the held writes up to seq (decided with err), writes the
+// replies that no longer wait, and waits for the next held write, until
+// none is left. Only one goroutine advances a connection at a time: the
+// handler that made it active, then whoever the replicator calls back. It
+// reports true when the socket is full: the caller must start drain.
+func (c *conn) advance(seq uint64, err error) (stuck bool) {
+	h := &c.held
+	for {
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			return false
+		}
+		n := 0
+		for n < len(h.marks) && h.marks[n].seq <= seq {
+			n++
+		}
+		if n > 0 {
+			h.out, h.spare = c.rewrite(h.out, h.marks[:n], h.marks[n:], err, h.spare)
+			h.marks = h.marks[:copy(h.marks, h.marks[n:])]
+		}
+		ready := len(h.out)
+		if len(h.marks) > 0 {
+			ready = h.marks[0].start
+		}
+		if ready > h.off {
+			w, err := writeFd(c.fd, h.out[h.off:ready])
+			c.s.bytesWritten.Add(uint64(w))
+			h.off += w
+			if err != nil {
+				// The client is gone: what it would have read goes with it.
+				h.out, h.marks, h.off = h.out[:0], h.marks[:0], 0
+				c.release()
+				h.mu.Unlock()
+				c.nc.Close()
+				return false
+			}
+			stuck := h.off < ready
+			h.compact()
+			if stuck {
+				h.mu.Unlock()
+				return true
+			}
+		}
+		if len(h.marks) == 0 {
+			c.release()
+			h.mu.Unlock()
+			return false
+		}
+		next := h.marks[len(h.marks)-1].seq
+		h.mu.Unlock()
+		done, e := c.s.repl.Await(next, c)
+		if !done {
+			return false // Acked goes on
+		}
+		seq, err = next, e
+	}
+}
+
+// drain writes held replies to a client whose socket buffer is full, as
+// memcached waits for a slow reader: off the replicator's goroutine, for
+// up to the write timeout, after which the connection is closed.
+func (c *conn) drain() {
+	deadline := time.Now().Add(c.s.cfg.WriteTimeout)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			c.nc.Close()
+			return
+		}
+		waitWritable(c.fd, min(left, 100*time.Millisecond))
+		if !c.advance(0, nil) {
+			return
+		}
+	}
+}
+
+// waitHeld returns once no reply is held (or the connection closed): a
+// connection about to close first writes the replies it owes.
+func (c *conn) waitHeld() {
+	h := &c.held
+	h.mu.Lock()
+	for h.active && !h.closed {
+		h.idle.Wait()
+	}
+	h.mu.Unlock()
+}
+
+// compact drops the written part of out once it is all of it, or half of
+// a large one: a slow reader's replies are not moved on every write.
+func (h *held) compact() {
+	if h.off == 0 || h.off < len(h.out) && (h.off < 64<<10 || h.off < len(h.out)/2) {
+		return
+	}
+	h.out = h.out[:copy(h.out, h.out[h.off:])]
+	for i := range h.marks {
+		h.marks[i].start -= h.off
+		h.marks[i].end -= h.off
+	}
+	h.off = 0
+}
+
+// release ends the replicator side's turn: nothing is held. h.mu held.
+func (c *conn) release() {
+	c.held.active = false
+	c.s.holding.Add(-1)
+	c.held.idle.Broadcast()
+}
+
+// dropHeld drops the held replies of a connection being closed. netpoll
+// runs it before it closes the socket, so no held reply is written to a
+// reused descriptor.
+func (c *conn) dropHeld() {
+	h := &c.held
+	h.mu.Lock()
+	if h.active {
+		c.release()
+	}
+	h.closed = true
+	h.out, h.marks, h.spare, h.off = nil, nil, nil, 0
+	h.mu.Unlock()
+}
+
+// rewrite replaces the replies of the writes at marks (decided with err)
+// that cannot stand: with the replication error, or (err nil) with EXISTS
+// for a compare-and-swap a peer overruled (the same token used on another
+// node at the same moment, and that write won), so that one token succeeds
+// once. rest are the marks after them, moved by the change in length. The
+// result is built in spare, and out returned as the new spare, only when a
+// reply changes.
+func (c *conn) rewrite(out []byte, marks, rest []replMark, err error, spare []byte) (newOut, newSpare []byte) {
+	o, prev, changed := spare[:0], 0, false
+	for _, m := range marks {
+		if m.silent || err == nil && (m.cas == 0 || !c.s.repl.Overruled(m.cas)) {
+			continue
+		}
+		o = append(o, out[prev:m.start]...)
+		o = appendReplaced(o, out, &m, err)
+		prev, changed = m.end, true
+	}
+	if !changed {
+		return out, spare
+	}
+	shift := len(o) - prev
+	o = append(o, out[prev:]...)
+	for i := range rest {
+		rest[i].start += shift
+		rest[i].end += shift
+	}
+	return o, out[:0]
+}
+
+// appendReplaced appends what the write at m answers instead of its reply
+// in out: the replication error, or (err nil) EXISTS for an overruled CAS.
+func appendReplaced(o, out []byte, m *replMark, err error) []byte {
 	switch {
 	case err != nil && m.binary:
 		return protocol.AppendBinaryError(o, m.opcode, protocol.StatusTempFailure, m.opaque, err.Error())
@@ -132,7 +348,44 @@ func (c *conn) appendReplaced(o []byte, m *replMark, err error) []byte {
 		return protocol.AppendLine(o, "EX") // quiet: no flags were written to keep
 	case m.meta:
 		// Keep the flags the client asked back (O, k, ...): only the code changes.
-		return append(append(o, "EX"...), c.out[m.start+2:m.end]...)
+		return append(append(o, "EX"...), out[m.start+2:m.end]...)
 	}
 	return protocol.AppendLine(o, "EXISTS")
+}
+
+// writeFd writes b to the socket without blocking. It returns how much was
+// written, and an error only when the socket is gone (not when its buffer
+// is full).
+func writeFd(fd int, b []byte) (int, error) {
+	w := 0
+	for w < len(b) {
+		n, err := syscall.Write(fd, b[w:])
+		if n > 0 {
+			w += n
+			continue
+		}
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return w, nil
+		case nil:
+			return w, syscall.EPIPE // wrote nothing, said nothing: give up
+		}
+		return w, err
+	}
+	return w, nil
+}
+
+// waitWritable blocks until fd can take more bytes, or for at most d. The
+// descriptor may have been closed meanwhile: the caller checks under the
+// lock that closing takes before writing.
+func waitWritable(fd int, d time.Duration) {
+	pfd := struct {
+		fd             int32
+		events, revent int16
+	}{fd: int32(fd), events: 0x4} // POLLOUT
+	ts := syscall.NsecToTimespec(d.Nanoseconds())
+	_, _, _ = syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1,
+		uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
 }

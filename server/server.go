@@ -108,16 +108,20 @@ type Replicator interface {
 	// Head is the sequence number of the newest write handed to the
 	// peers; a write whose store call has returned is at or below it.
 	Head() uint64
-	// Wait blocks until the writes up to seq satisfy the ack rule, or
-	// returns an error that says why they cannot; the reply to such a
-	// write becomes a SERVER_ERROR with it.
+	// Await reports whether the writes up to seq are decided now: nil
+	// when they satisfy the ack rule, or an error that says why they
+	// cannot (the reply to such a write becomes a SERVER_ERROR with it).
+	// If not decided yet, it calls a.Acked(seq, err) once they are, from
+	// another goroutine. A connection waits in one Await at a time.
+	Await(seq uint64, a interface{ Acked(seq uint64, err error) }) (bool, error)
+	// Wait blocks until the writes up to seq are decided.
 	Wait(seq uint64) error
 	// Writable returns an error when a write would not be acknowledged
 	// now (quorum lost): the write is then refused without applying it.
 	Writable() error
 	// Overruled tells whether a peer refused the state with this CAS
 	// because it already held a newer one: a concurrent write of the key
-	// on another node won. Asked after Wait returned nil.
+	// on another node won. Asked once the write is decided.
 	Overruled(cas uint64) bool
 	// Summary lists the repl_* fields of "stats".
 	Summary(fn func(name, value string))
@@ -136,7 +140,8 @@ type Server struct {
 
 	maxInput int
 	detail   detail
-	repl     Replicator // cfg.Replicator; nil when replication is off
+	repl     Replicator   // cfg.Replicator; nil when replication is off
+	holding  atomic.Int64 // connections with replies held for acks
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -278,6 +283,12 @@ func (s *Server) Serve() error {
 // Shutdown stops accepting, lets requests in flight finish until ctx ends,
 // then closes every connection.
 func (s *Server) Shutdown(ctx context.Context) error {
+	// Replies held for the peers' acks are owed to connections netpoll
+	// counts as idle and would close at once. Each is decided within the
+	// replication timeout.
+	for s.holding.Load() > 0 && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
 	err := s.loop.Shutdown(ctx)
 	s.closeListeners()
 	for _, c := range s.connsWhere(func(*conn) bool { return true }) {
@@ -356,6 +367,9 @@ func (s *Server) onPrepare(nc netpoll.Connection) context.Context {
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 	_ = nc.AddCloseCallback(func(netpoll.Connection) error {
+		if s.repl != nil {
+			c.dropHeld()
+		}
 		s.currConns.Add(-1)
 		s.mu.Lock()
 		delete(s.conns, c)

@@ -1459,3 +1459,136 @@ func waitStopped(t *testing.T, pid int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestReplHeldReplies: a replicating node answers a write from the
+// goroutine that reads the peer's acks, holding the replies that follow it.
+// Those replies come out whole and in order, also to a client that reads
+// slower than they come, and never to a later connection that gets the
+// descriptor of one that left while its write waited.
+func TestReplHeldReplies(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	nodes := startReplGroup(t, 2, "--repl-timeout", timeout.String(), "-m", "256")
+	a, b := nodes[0], nodes[1]
+
+	t.Run("quit after writes", func(t *testing.T) {
+		c, err := net.DialTimeout("tcp", a.addr, time.Second)
+		require.NoError(t, err)
+		defer c.Close()
+		require.NoError(t, c.SetDeadline(time.Now().Add(replIOTimeout)))
+		_, err = io.WriteString(c, setReq("held:q1", "one")+setReq("held:q2", "two")+"quit\r\n")
+		require.NoError(t, err)
+		got, err := io.ReadAll(c)
+		require.NoError(t, err)
+		require.Equal(t, "STORED\r\nSTORED\r\n", string(got), "the replies owed before quit")
+	})
+
+	t.Run("slow reader", func(t *testing.T) {
+		// One write, then 48 reads of a 512 KiB value in the same send: 24
+		// MiB of replies held behind the write while B, stopped, does not
+		// ack it; then written at the timeout, far more than the socket
+		// buffers take, so most of it waits for the client to read.
+		stopPeer(t, b)
+		defer contPeer(t, b, nodes)
+		big := strings.Repeat("0123456789abcdef", 32<<10)
+		c, err := net.DialTimeout("tcp", a.addr, time.Second)
+		require.NoError(t, err)
+		defer c.Close()
+		// A small receive window: the node finds the socket full again and
+		// again, and goes on when the client has read.
+		require.NoError(t, c.(*net.TCPConn).SetReadBuffer(32<<10))
+		require.NoError(t, c.SetDeadline(time.Now().Add(4*replIOTimeout)))
+		const gets = 48
+		_, err = io.WriteString(c, setReq("held:big", big)+strings.Repeat("get held:big\r\n", gets)+"mn\r\n")
+		require.NoError(t, err)
+		r := bufio.NewReader(c)
+		line, err := r.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "STORED\r\n", line)
+		want := fmt.Sprintf("VALUE held:big 0 %d\r\n%s\r\nEND\r\n", len(big), big)
+		buf := make([]byte, len(want))
+		for i := range gets {
+			_, err := io.ReadFull(r, buf)
+			require.NoError(t, err, "get %d", i)
+			require.True(t, string(buf) == want, "get %d: reply %q...", i, shorten(buf))
+		}
+		line, err = r.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "MN\r\n", line)
+	})
+
+	t.Run("client gone while its write waits", func(t *testing.T) {
+		stopPeer(t, b)
+		defer contPeer(t, b, nodes)
+		base, err := replStats(a.addr, "")
+		require.NoError(t, err)
+		// x writes and leaves at once: its reply waits for the timeout.
+		x, err := net.DialTimeout("tcp", a.addr, time.Second)
+		require.NoError(t, err)
+		_, err = io.WriteString(x, setReq("held:gone", "x"))
+		require.NoError(t, err)
+		waitStat(t, a.addr, "", "repl_waiting", "1")
+		x.Close()
+		// Once A has closed it, a new connection likely gets its descriptor.
+		waitStat(t, a.addr, "", "curr_connections", base["curr_connections"])
+		y := mustText(t, a.addr)
+		require.Equal(t, "STORED\r\n", y.mustDo(t, setReq("held:y", "y")+"mn\r\n"), logs(nodes))
+		require.Equal(t, "MN\r\n", y.mustDo(t, ""), "after y's own reply")
+		// By now x's write has timed out; nothing of it reached y.
+		it, ok := y.mustGets(t, "held:gone")
+		require.True(t, ok, "x's write was applied before x left")
+		require.Equal(t, "x", it.value)
+		require.Equal(t, "MN\r\n", y.mustDo(t, "mn\r\n"))
+	})
+
+	t.Run("stopped while a write waits", func(t *testing.T) {
+		// SIGTERM stops A gracefully: the reply held for the stopped B is
+		// still written (at the timeout) before A closes the connection.
+		stopPeer(t, b)
+		c, err := net.DialTimeout("tcp", a.addr, time.Second)
+		require.NoError(t, err)
+		defer c.Close()
+		require.NoError(t, c.SetDeadline(time.Now().Add(replIOTimeout)))
+		_, err = io.WriteString(c, setReq("held:term", "t"))
+		require.NoError(t, err)
+		waitStat(t, a.addr, "", "repl_waiting", "1")
+		require.NoError(t, a.p.cmd.Process.Signal(syscall.SIGTERM))
+		got, err := io.ReadAll(c)
+		require.NoError(t, err)
+		require.Equal(t, "STORED\r\n", string(got), logs(nodes))
+	})
+}
+
+// stopPeer SIGSTOPs a node: the next write waits for the timeout.
+func stopPeer(t *testing.T, nd *replNode) {
+	t.Helper()
+	require.NoError(t, nd.p.cmd.Process.Signal(syscall.SIGSTOP))
+	t.Cleanup(func() { _ = nd.p.cmd.Process.Signal(syscall.SIGCONT) }) // before startProc's Kill
+	waitStopped(t, nd.p.cmd.Process.Pid)
+}
+
+// contPeer SIGCONTs a stopped node and waits until the group is in sync.
+func contPeer(t *testing.T, nd *replNode, nodes []*replNode) {
+	t.Helper()
+	require.NoError(t, nd.p.cmd.Process.Signal(syscall.SIGCONT))
+	deadline := time.Now().Add(replSyncWait)
+	for _, n := range nodes {
+		waitInSync(t, n.addr, deadline, nodes...)
+	}
+}
+
+// waitStat waits until field of "stats <which>" on addr reads want.
+func waitStat(t *testing.T, addr, which, field, want string) {
+	t.Helper()
+	deadline := time.Now().Add(replSyncWait)
+	for {
+		st, err := replStats(addr, which)
+		require.NoError(t, err)
+		if st[field] == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %s: %s is %q, want %q", which, field, st[field], want)
+		}
+		time.Sleep(replPoll)
+	}
+}

@@ -1,0 +1,158 @@
+package replication
+
+import (
+	"slices"
+	"time"
+)
+
+// Acker is told once that the writes up to seq are decided: err is nil when
+// they meet the ack rule, or says why they cannot. It is called from the
+// goroutine that decided it (a link's ack reader, the timeout sweeper, or
+// the caller of Await), never with a replicator lock held, and must not
+// block for long: the other waiters of that ack are answered after it.
+type Acker = interface{ Acked(seq uint64, err error) }
+
+// waiter is one Acker waiting in Await.
+type waiter struct {
+	seq      uint64
+	deadline time.Duration // since r.epoch
+	a        Acker
+}
+
+// Await reports whether the writes up to seq are decided now, and then
+// with what error. If they are not, a is registered and its Acked is called
+// once they are, under all with every in-sync peer's ack, or at the timeout
+// with the laggards marked out of sync. A server answers a waiting client
+// from Acked, so no goroutine waits per connection. a must not be waiting
+// already.
+func (r *Replicator) Await(seq uint64, a Acker) (bool, error) {
+	if r.cfg.Ack == AckAsync {
+		return true, nil
+	}
+	if done, err := r.decided(seq); done {
+		return true, err
+	}
+	r.wmu.Lock()
+	// The clock is read under the lock so that the list stays in deadline
+	// order: the sweeper looks only at its front.
+	r.waiters = append(r.waiters, waiter{seq: seq, deadline: time.Since(r.epoch) + r.cfg.Timeout, a: a})
+	r.wmu.Unlock()
+	// An ack that came between the look above and the registration found
+	// no waiter to complete: look again. Whoever takes a off the list
+	// calls it, so it is called once.
+	if done, err := r.decided(seq); done && r.unregister(a) {
+		return true, err
+	}
+	return false, nil
+}
+
+// unregister takes a off the list, reporting whether it was still there.
+func (r *Replicator) unregister(a Acker) bool {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	i := slices.IndexFunc(r.waiters, func(w waiter) bool { return w.a == a })
+	if i < 0 {
+		return false
+	}
+	r.waiters = slices.Delete(r.waiters, i, i+1)
+	return true
+}
+
+// waiting is how many connections (or Wait calls) wait for acks now.
+func (r *Replicator) waiting() int {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	return len(r.waiters)
+}
+
+// chanAcker turns Await into a blocking wait.
+type chanAcker chan error
+
+func (c chanAcker) Acked(_ uint64, err error) { c <- err }
+
+// Wait blocks until the writes up to seq are decided (see Await).
+func (r *Replicator) Wait(seq uint64) error {
+	c := make(chanAcker, 1)
+	if done, err := r.Await(seq, c); done {
+		return err
+	}
+	return <-c
+}
+
+// complete takes off the list, in order, the waiters that decide says are
+// done, and calls them with its error once the lock is released.
+func (r *Replicator) complete(decide func(seq uint64) (bool, error)) {
+	type result struct {
+		w   waiter
+		err error
+	}
+	var buf [32]result // an ack usually completes a few connections
+	done := buf[:0]
+	r.wmu.Lock()
+	kept := r.waiters[:0]
+	for _, w := range r.waiters {
+		if ok, err := decide(w.seq); ok {
+			done = append(done, result{w, err})
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	clear(r.waiters[len(kept):])
+	r.waiters = kept
+	r.wmu.Unlock()
+	for _, d := range done {
+		d.w.a.Acked(d.w.seq, d.err)
+	}
+}
+
+// acked completes the waiters an ack satisfied.
+func (r *Replicator) acked() {
+	p := r.progress()
+	r.complete(func(seq uint64) (bool, error) { return seq <= p, nil })
+}
+
+// recheck completes the waiters whose writes are decided now that a peer's
+// state changed (out of sync, or gone), since what the rule asks for did
+// too.
+func (r *Replicator) recheck() { r.complete(r.decided) }
+
+// finishAll completes every waiter with err: replication is stopping.
+func (r *Replicator) finishAll(err error) {
+	r.complete(func(uint64) (bool, error) { return true, err })
+}
+
+// sweep times out the waiters past their deadline. The list is in deadline
+// order, so it looks at its front only, and sleeps until the next
+// deadline; with nothing waiting, a full timeout, which is never later than
+// the deadline of a waiter added meanwhile.
+func (r *Replicator) sweep() {
+	defer r.wg.Done()
+	t := time.NewTimer(r.cfg.Timeout)
+	defer t.Stop()
+	var expired []waiter
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Since(r.epoch)
+		next := r.cfg.Timeout
+		r.wmu.Lock()
+		n := 0
+		for n < len(r.waiters) && r.waiters[n].deadline <= now {
+			n++
+		}
+		expired = append(expired[:0], r.waiters[:n]...)
+		r.waiters = slices.Delete(r.waiters, 0, n)
+		if len(r.waiters) > 0 {
+			next = r.waiters[0].deadline - now
+		}
+		r.wmu.Unlock()
+		for i, w := range expired {
+			w.a.Acked(w.seq, r.timedOut(w.seq))
+			expired[i] = waiter{}
+		}
+		t.Reset(next)
+	}
+}
