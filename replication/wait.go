@@ -58,6 +58,12 @@ func (r *Replicator) unregister(a Acker) bool {
 	return true
 }
 
+// Met tells whether the writes up to seq meet the ack rule now: a write
+// older than one that failed may have met it before the failure.
+func (r *Replicator) Met(seq uint64) bool {
+	return r.cfg.Ack == AckAsync || r.progress() >= seq
+}
+
 // waiting is how many connections (or Wait calls) wait for acks now.
 func (r *Replicator) waiting() int {
 	r.wmu.Lock()

@@ -42,6 +42,7 @@ type held struct {
 	idle   sync.Cond // active went false, or the connection closed
 	out    []byte
 	off    int        // out[:off] is written
+	sent   uint64     // bytes written from out, for drain's deadline
 	marks  []replMark // the writes in out not yet acknowledged, in order
 	spare  []byte
 	active bool
@@ -199,7 +200,16 @@ func (c *conn) advance(seq uint64, err error) (stuck bool) {
 			n++
 		}
 		if n > 0 {
-			h.out, h.spare = c.rewrite(h.out, h.marks[:n], h.marks[n:], err, h.spare)
+			// The error of the newest write need not be the older ones':
+			// those the ack rule was met for when it failed stand.
+			k := 0
+			if err != nil {
+				for k < n && h.marks[k].seq < seq && c.s.repl.Met(h.marks[k].seq) {
+					k++
+				}
+				h.out, h.spare = c.rewrite(h.out, h.marks[:k], h.marks[k:], nil, h.spare)
+			}
+			h.out, h.spare = c.rewrite(h.out, h.marks[k:n], h.marks[n:], err, h.spare)
 			h.marks = h.marks[:copy(h.marks, h.marks[n:])]
 		}
 		ready := len(h.out)
@@ -210,6 +220,7 @@ func (c *conn) advance(seq uint64, err error) (stuck bool) {
 			w, err := writeFd(c.fd, h.out[h.off:ready])
 			c.s.bytesWritten.Add(uint64(w))
 			h.off += w
+			h.sent += uint64(w)
 			if err != nil {
 				// The client is gone: what it would have read goes with it.
 				h.out, h.marks, h.off = h.out[:0], h.marks[:0], 0
@@ -241,13 +252,24 @@ func (c *conn) advance(seq uint64, err error) (stuck bool) {
 }
 
 // drain writes held replies to a client whose socket buffer is full, as
-// memcached waits for a slow reader: off the replicator's goroutine, for
-// up to the write timeout, after which the connection is closed.
+// memcached waits for a slow reader: off the replicator's goroutine. A
+// client that takes nothing for the write timeout is dropped, with its
+// held replies.
 func (c *conn) drain() {
+	h := &c.held
 	deadline := time.Now().Add(c.s.cfg.WriteTimeout)
 	for {
+		h.mu.Lock()
+		sent := h.sent
+		h.mu.Unlock()
 		left := time.Until(deadline)
 		if left <= 0 {
+			h.mu.Lock()
+			h.out, h.marks, h.off = h.out[:0], h.marks[:0], 0
+			if h.active {
+				c.release() // a handler in waitHeld goes on to close
+			}
+			h.mu.Unlock()
 			c.nc.Close()
 			return
 		}
@@ -255,6 +277,11 @@ func (c *conn) drain() {
 		if !c.advance(0, nil) {
 			return
 		}
+		h.mu.Lock()
+		if h.sent != sent {
+			deadline = time.Now().Add(c.s.cfg.WriteTimeout)
+		}
+		h.mu.Unlock()
 	}
 }
 

@@ -116,6 +116,8 @@ type Replicator interface {
 	Await(seq uint64, a interface{ Acked(seq uint64, err error) }) (bool, error)
 	// Wait blocks until the writes up to seq are decided.
 	Wait(seq uint64) error
+	// Met tells whether the writes up to seq meet the ack rule now.
+	Met(seq uint64) bool
 	// Writable returns an error when a write would not be acknowledged
 	// now (quorum lost): the write is then refused without applying it.
 	Writable() error
@@ -285,8 +287,16 @@ func (s *Server) Serve() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	// Replies held for the peers' acks are owed to connections netpoll
 	// counts as idle and would close at once. Each is decided within the
-	// replication timeout.
-	for s.holding.Load() > 0 && ctx.Err() == nil {
+	// replication timeout, so they get up to half the grace period; under
+	// steady writes some connection is always holding, and the other half
+	// is netpoll's, to let busy connections finish.
+	hold := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		hold, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)/2))
+		defer cancel()
+	}
+	for s.holding.Load() > 0 && hold.Err() == nil {
 		time.Sleep(time.Millisecond)
 	}
 	err := s.loop.Shutdown(ctx)

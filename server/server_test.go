@@ -55,6 +55,13 @@ func startServer(t *testing.T, cfg server.Config) (string, *lockedBuffer) {
 	// still be finishing a request after Shutdown returns.
 	st, err := store.New(store.Config{MemoryLimit: 64 << 20})
 	require.NoError(t, err)
+	return serveStore(t, cfg, st)
+}
+
+// serveStore starts a server over st with cfg; it is shut down when the
+// test ends.
+func serveStore(t *testing.T, cfg server.Config, st *store.Store) (string, *lockedBuffer) {
+	t.Helper()
 	log := &lockedBuffer{}
 	cfg.Listen = []string{"127.0.0.1:0"}
 	cfg.Log = log
