@@ -300,15 +300,10 @@ func (c *conn) flush() {
 	}
 	c.s.bytesWritten.Add(uint64(len(c.out)))
 	b := c.out
-	for c.fd >= 0 && len(b) > 0 {
-		n, err := syscall.Write(c.fd, b)
-		if n > 0 {
-			b = b[n:]
-			continue
-		}
-		if err != syscall.EINTR {
-			break // EAGAIN: the kernel buffer is full; or the socket is gone
-		}
+	if c.fd >= 0 {
+		// What is left: the kernel buffer is full, or the socket is gone.
+		w, _ := writeFd(c.fd, b)
+		b = b[w:]
 	}
 	if len(b) > 0 {
 		// WriteBinary keeps a reference to b until Flush returns; c.out is
@@ -319,4 +314,28 @@ func (c *conn) flush() {
 		}
 	}
 	c.out = c.out[:0]
+}
+
+// writeFd writes b to the socket without blocking. It returns how much was
+// written, and an error only when the socket is gone (not when its buffer
+// is full).
+func writeFd(fd int, b []byte) (int, error) {
+	w := 0
+	for w < len(b) {
+		n, err := syscall.Write(fd, b[w:])
+		if n > 0 {
+			w += n
+			continue
+		}
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return w, nil
+		case nil:
+			return w, syscall.EPIPE // wrote nothing, said nothing: give up
+		}
+		return w, err
+	}
+	return w, nil
 }

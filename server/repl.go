@@ -134,11 +134,6 @@ func (c *conn) hold() bool {
 		h.mu.Unlock()
 		return false // nothing waits: the usual write
 	}
-	if h.closed {
-		h.mu.Unlock()
-		c.out, c.replMarks = c.out[:0], c.replMarks[:0]
-		return true
-	}
 	if len(h.out)+len(c.out) > c.s.maxInput {
 		// A client that sends far faster than its writes are acknowledged,
 		// or that does not read its replies.
@@ -223,8 +218,7 @@ func (c *conn) advance(seq uint64, err error) (stuck bool) {
 			h.sent += uint64(w)
 			if err != nil {
 				// The client is gone: what it would have read goes with it.
-				h.out, h.marks, h.off = h.out[:0], h.marks[:0], 0
-				c.release()
+				c.dropLocked()
 				h.mu.Unlock()
 				c.nc.Close()
 				return false
@@ -265,10 +259,7 @@ func (c *conn) drain() {
 		left := time.Until(deadline)
 		if left <= 0 {
 			h.mu.Lock()
-			h.out, h.marks, h.off = h.out[:0], h.marks[:0], 0
-			if h.active {
-				c.release() // a handler in waitHeld goes on to close
-			}
+			c.dropLocked() // a handler in waitHeld goes on to close
 			h.mu.Unlock()
 			c.nc.Close()
 			return
@@ -323,12 +314,19 @@ func (c *conn) release() {
 func (c *conn) dropHeld() {
 	h := &c.held
 	h.mu.Lock()
+	c.dropLocked()
+	h.closed = true
+	h.out, h.marks, h.spare = nil, nil, nil
+	h.mu.Unlock()
+}
+
+// dropLocked forgets the held replies and ends the turn. h.mu held.
+func (c *conn) dropLocked() {
+	h := &c.held
+	h.out, h.marks, h.off = h.out[:0], h.marks[:0], 0
 	if h.active {
 		c.release()
 	}
-	h.closed = true
-	h.out, h.marks, h.spare, h.off = nil, nil, nil, 0
-	h.mu.Unlock()
 }
 
 // rewrite replaces the replies of the writes at marks (decided with err)
@@ -378,30 +376,6 @@ func appendReplaced(o, out []byte, m *replMark, err error) []byte {
 		return append(append(o, "EX"...), out[m.start+2:m.end]...)
 	}
 	return protocol.AppendLine(o, "EXISTS")
-}
-
-// writeFd writes b to the socket without blocking. It returns how much was
-// written, and an error only when the socket is gone (not when its buffer
-// is full).
-func writeFd(fd int, b []byte) (int, error) {
-	w := 0
-	for w < len(b) {
-		n, err := syscall.Write(fd, b[w:])
-		if n > 0 {
-			w += n
-			continue
-		}
-		switch err {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return w, nil
-		case nil:
-			return w, syscall.EPIPE // wrote nothing, said nothing: give up
-		}
-		return w, err
-	}
-	return w, nil
 }
 
 // waitWritable blocks until fd can take more bytes, or for at most d. The

@@ -208,14 +208,20 @@ func peerState(st map[string]string, peerAddr string) string {
 // the test at deadline with the last stats and the nodes' logs.
 func waitReplState(t *testing.T, nd *replNode, deadline time.Time, nodes []*replNode, cond func(map[string]string) bool) map[string]string {
 	t.Helper()
+	return waitStats(t, nd, "replication", deadline, nodes, cond)
+}
+
+// waitStats polls a node's "stats <which>" until cond holds.
+func waitStats(t *testing.T, nd *replNode, which string, deadline time.Time, nodes []*replNode, cond func(map[string]string) bool) map[string]string {
+	t.Helper()
 	for {
-		st, err := replStats(nd.addr, "replication")
+		st, err := replStats(nd.addr, which)
 		if err == nil && cond(st) {
 			return st
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("node %s: replication state not reached by the deadline (err %v); stats replication:\n%s\n%s",
-				nd.id, err, fmtStats(st), logs(nodes))
+			t.Fatalf("node %s: state not reached by the deadline (err %v); stats %s:\n%s\n%s",
+				nd.id, err, which, fmtStats(st), logs(nodes))
 		}
 		time.Sleep(replPoll) // polling interval, bounded by deadline
 	}
@@ -841,8 +847,7 @@ func TestReplPeerStoppedAndKilled(t *testing.T) {
 
 	// B stopped: the first write waits for the timeout, then B is out of
 	// sync and writes go on without it.
-	require.NoError(t, b.p.cmd.Process.Signal(syscall.SIGSTOP))
-	t.Cleanup(func() { _ = b.p.cmd.Process.Signal(syscall.SIGCONT) }) // before startProc's Kill
+	stopPeer(t, b)
 	for i := range 10 {
 		set(fmt.Sprintf("pk:stopped%d", i), fmt.Sprintf("while B was stopped %d", i), timeout+time.Second)
 	}
@@ -1399,9 +1404,7 @@ func TestReplQuietWriteFailure(t *testing.T) {
 	ca := mustText(t, a.addr)
 	require.Equal(t, "MN\r\n", ca.mustDo(t, "ms q:ok 1 q\r\nx\r\nmn\r\n"), "a quiet write that succeeds answers nothing")
 
-	require.NoError(t, b.p.cmd.Process.Signal(syscall.SIGSTOP))
-	t.Cleanup(func() { _ = b.p.cmd.Process.Signal(syscall.SIGCONT) }) // before startProc's Kill
-	waitStopped(t, b.p.cmd.Process.Pid)
+	stopPeer(t, b)
 	// B was in sync: the write is applied, waits, times out without a
 	// majority: the empty success becomes the error.
 	const quorumErr = "SERVER_ERROR replication quorum not reached\r\n"
@@ -1526,10 +1529,10 @@ func TestReplHeldReplies(t *testing.T) {
 		require.NoError(t, err)
 		_, err = io.WriteString(x, setReq("held:gone", "x"))
 		require.NoError(t, err)
-		waitStat(t, a.addr, "", "repl_waiting", "1")
+		waitStat(t, a, nodes, "repl_waiting", "1")
 		x.Close()
 		// Once A has closed it, a new connection likely gets its descriptor.
-		waitStat(t, a.addr, "", "curr_connections", base["curr_connections"])
+		waitStat(t, a, nodes, "curr_connections", base["curr_connections"])
 		y := mustText(t, a.addr)
 		require.Equal(t, "STORED\r\n", y.mustDo(t, setReq("held:y", "y")+"mn\r\n"), logs(nodes))
 		require.Equal(t, "MN\r\n", y.mustDo(t, ""), "after y's own reply")
@@ -1550,7 +1553,7 @@ func TestReplHeldReplies(t *testing.T) {
 		require.NoError(t, c.SetDeadline(time.Now().Add(replIOTimeout)))
 		_, err = io.WriteString(c, setReq("held:term", "t"))
 		require.NoError(t, err)
-		waitStat(t, a.addr, "", "repl_waiting", "1")
+		waitStat(t, a, nodes, "repl_waiting", "1")
 		require.NoError(t, a.p.cmd.Process.Signal(syscall.SIGTERM))
 		got, err := io.ReadAll(c)
 		require.NoError(t, err)
@@ -1576,19 +1579,9 @@ func contPeer(t *testing.T, nd *replNode, nodes []*replNode) {
 	}
 }
 
-// waitStat waits until field of "stats <which>" on addr reads want.
-func waitStat(t *testing.T, addr, which, field, want string) {
+// waitStat waits until field of a node's "stats" reads want.
+func waitStat(t *testing.T, nd *replNode, nodes []*replNode, field, want string) {
 	t.Helper()
-	deadline := time.Now().Add(replSyncWait)
-	for {
-		st, err := replStats(addr, which)
-		require.NoError(t, err)
-		if st[field] == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stats %s: %s is %q, want %q", which, field, st[field], want)
-		}
-		time.Sleep(replPoll)
-	}
+	waitStats(t, nd, "", time.Now().Add(replSyncWait), nodes,
+		func(st map[string]string) bool { return st[field] == want })
 }
