@@ -208,6 +208,28 @@ func ParseBinary(buf []byte, maxValue int, r *BinaryRequest) (int, error) {
 	return total, nil
 }
 
+// BinaryKeys appends to dst the keys of the whole requests at the front of
+// buf, until dst holds max keys, a request is incomplete, or a header is
+// not one ParseBinary would accept. It also returns how many bytes of buf
+// the requests it looked at span. The keys alias buf. A server uses them
+// to prefetch a pipelined batch before it parses each request.
+func BinaryKeys(dst [][]byte, buf []byte, max int) ([][]byte, int) {
+	var h BinaryHeader
+	n := 0
+	for len(dst) < max && len(buf)-n >= BinaryHeaderLen && buf[n] == BinaryRequestMagic {
+		DecodeBinaryHeader(buf[n:], &h)
+		total := BinaryHeaderLen + int(h.BodyLen)
+		if h.ValueLen() < 0 || h.KeyLen > MaxKeyLen || total > len(buf)-n || total < BinaryHeaderLen {
+			break
+		}
+		if h.KeyLen > 0 {
+			dst = append(dst, buf[n+BinaryHeaderLen+int(h.ExtLen):n+h.HeadLen()])
+		}
+		n += total
+	}
+	return dst, n
+}
+
 // AppendBinaryHeader appends a response header: magic 0x81, the request's
 // opcode and opaque, the status, and the lengths of a body of extLen extras,
 // keyLen key bytes and valueLen value bytes. The caller appends the body.

@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"testing"
 )
 
@@ -106,4 +107,49 @@ func checkSlices(t *testing.T, data []byte, r *BinaryRequest) {
 	if !bytes.Equal(r.Extras, data[BinaryHeaderLen:e]) || !bytes.Equal(r.Key, data[e:e+int(r.KeyLen)]) {
 		t.Fatal("extras or key misplaced")
 	}
+}
+
+// FuzzBinaryKeys checks BinaryKeys against ParseBinary: on any input it
+// returns, in order, the keys of the whole requests ParseBinary frames at
+// the front of it, and nothing past the first one it cannot frame.
+func FuzzBinaryKeys(f *testing.F) {
+	get := binSeed(0x80, OpGet, 3, 0, 3, "foo")
+	set := binSeed(0x80, OpSet, 1, 8, 12, "\x00\x00\x00\x01\x00\x00\x00\x00kval")
+	noop := binSeed(0x80, OpNoop, 0, 0, 0, "")
+	f.Add(slices.Concat(get, set, noop, get), uint8(16))
+	f.Add(slices.Concat(get, set, get[:10]), uint8(16))
+	f.Add(slices.Concat(get, set, get), uint8(2))
+	f.Add(slices.Concat(get, binSeed(0x80, OpGet, 3, 0, 2, "foo"), get), uint8(16))
+	f.Add(slices.Concat(set, []byte("garbage that is not a header at all")), uint8(16))
+	f.Add(binSeed(0x80, OpGet, 0xffff, 0xff, 0xffffffff, ""), uint8(16))
+	f.Fuzz(func(t *testing.T, data []byte, max uint8) {
+		keys, span := BinaryKeys(nil, data, int(max))
+		if len(keys) > int(max) {
+			t.Fatalf("%d keys, max %d", len(keys), max)
+		}
+		var want [][]byte
+		rest := data
+		for len(want) < int(max) {
+			var r BinaryRequest
+			n, err := ParseBinary(rest, 1<<30, &r)
+			if err != nil {
+				break
+			}
+			if r.KeyLen > 0 {
+				want = append(want, r.Key)
+			}
+			rest = rest[n:]
+		}
+		if span != len(data)-len(rest) {
+			t.Fatalf("spans %d bytes, ParseBinary framed %d", span, len(data)-len(rest))
+		}
+		if len(keys) != len(want) {
+			t.Fatalf("%d keys, ParseBinary frames %d", len(keys), len(want))
+		}
+		for i := range keys {
+			if !bytes.Equal(keys[i], want[i]) {
+				t.Fatalf("key %d: %q, want %q", i, keys[i], want[i])
+			}
+		}
+	})
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -146,7 +147,9 @@ func TestBinaryServerNoAlloc(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		req  []byte
-	}{{"set", set}, {"get hit", get}, {"getkq miss", getkq}, {"incr", incr}} {
+	}{{"set", set}, {"get hit", get}, {"getkq miss", getkq}, {"incr", incr},
+		// A pipelined batch goes through the prefetch of its keys first.
+		{"pipelined batch", slices.Concat(set, get, getkq, incr, get, get)}} {
 		allocs := testing.AllocsPerRun(200, func() {
 			used, want := c.process(tc.req)
 			if used != len(tc.req) || want != 0 {

@@ -41,6 +41,8 @@ type conn struct {
 	// binary (UDP may answer it with more bytes than it received).
 	retrieval bool
 	fd        int // the socket, for writing replies; -1 if unknown
+	// pfKeys holds the keys of a binary batch while they are prefetched.
+	pfKeys [store.PrefetchMax][]byte
 
 	lastActive atomic.Int64 // unix seconds
 
@@ -126,6 +128,7 @@ func (c *conn) serve() {
 // must be buffered before it can go on (0 when all was consumed).
 func (c *conn) process(buf []byte) (pos, need int) {
 	count := 0
+	pf := 0 // the keys of buf[:pf] were prefetched
 	for pos < len(buf) && !c.closing {
 		if c.swallow > 0 {
 			k := min(c.swallow, len(buf)-pos)
@@ -145,6 +148,9 @@ func (c *conn) process(buf []byte) (pos, need int) {
 		}
 		var used, want int
 		if c.binary {
+			if pos >= pf {
+				pf = pos + c.prefetch(buf[pos:])
+			}
 			used, want = c.processBinary(buf[pos:])
 		} else {
 			used, want = c.text(buf[pos:])
@@ -164,6 +170,19 @@ func (c *conn) process(buf []byte) (pos, need int) {
 		}
 	}
 	return pos, 0
+}
+
+// prefetch starts loading what the lookups of the binary requests at the
+// front of buf will read, so that their cache misses overlap instead of
+// coming one after the other (store.Prefetch). It returns the bytes it
+// looked at, at least 1. A lone request gains nothing: it is skipped.
+func (c *conn) prefetch(buf []byte) int {
+	keys, n := protocol.BinaryKeys(c.pfKeys[:0], buf, store.PrefetchMax)
+	if len(keys) > 1 {
+		c.s.store.Prefetch(keys)
+	}
+	clear(keys) // they alias the input buffer
+	return max(n, 1)
 }
 
 // one runs the request at the front of buf. It returns the bytes consumed,

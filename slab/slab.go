@@ -22,6 +22,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Defaults used when a Config field is zero.
@@ -269,6 +270,16 @@ func (a *Allocator) split(r Ref) (page int32, off int) {
 func (a *Allocator) Bytes(r Ref, n int) []byte {
 	p, off := a.split(r)
 	return a.pages[p][off : off+n : off+n]
+}
+
+// Prefetch starts loading the first cache line of chunk r, so that a read
+// of it a little later does not wait for memory. Only a hint: callers
+// issue several before using any, and the misses overlap.
+func (a *Allocator) Prefetch(r Ref) {
+	p, off := a.split(r)
+	if uint(p) < uint(len(a.pages)) && off < len(a.pages[p]) {
+		PrefetchAddr(unsafe.Pointer(&a.pages[p][off]))
+	}
 }
 
 // ClassOf returns the class of an allocated chunk.

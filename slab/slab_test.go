@@ -238,3 +238,23 @@ func TestSteal(t *testing.T) {
 	require.Zero(t, a.Stats(src).Pages)
 	require.Equal(t, 1, a.Stats(dst).Pages)
 }
+
+// TestPrefetch: a prefetch is only a hint. Refs that name no memory (0, a
+// page never mapped, an offset past the page) are ignored, and one of a
+// live chunk leaves its bytes as they were.
+func TestPrefetch(t *testing.T) {
+	a := newTestAllocator(t, Config{Limit: 4 << 20, PageSize: 64 << 10, MinChunk: 96, Factor: 1.25})
+	cls := a.ClassFor(100)
+	r, ok := a.Alloc(cls)
+	require.True(t, ok)
+	b := a.Bytes(r, a.ChunkSize(cls))
+	for i := range b {
+		b[i] = byte(i)
+	}
+	want := bytes.Clone(b)
+	for _, ref := range []Ref{0, r, Ref(^uint32(0)), Ref(uint32(a.maxPages) << a.unitBits), r | (1<<a.unitBits - 1)} {
+		a.Prefetch(ref)
+	}
+	require.Equal(t, want, a.Bytes(r, a.ChunkSize(cls)))
+	PrefetchAddr(nil) // never faults, even on memory that is not mapped
+}

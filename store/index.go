@@ -2,6 +2,7 @@ package store
 
 import (
 	"slices"
+	"unsafe"
 
 	"github.com/tandemcache/tandem/slab"
 )
@@ -145,6 +146,35 @@ func (ix *index) lookup(h32 uint32, match func(slab.Ref) bool) int {
 		}
 		if uint32(e>>32) == h32 && match(slab.Ref(uint32(e))) {
 			return i
+		}
+		if i++; i == n {
+			i = 0
+		}
+	}
+}
+
+// prefetch starts loading the slot where a lookup of h32 begins.
+func (ix *index) prefetch(h32 uint32) {
+	if len(ix.slots) > 0 {
+		slab.PrefetchAddr(unsafe.Pointer(&ix.slots[ix.home(h32)]))
+	}
+}
+
+// first is the ref of the first entry a lookup of h32 would compare, or
+// 0: without the key compare, so a hash collision gives the wrong item,
+// which is harmless for a prefetch.
+func (ix *index) first(h32 uint32) slab.Ref {
+	n := len(ix.slots)
+	if n == 0 {
+		return 0
+	}
+	for i, d := ix.home(h32), 0; ; d++ {
+		e := ix.slots[i]
+		if e == 0 || ix.dist(e, i) < d {
+			return 0
+		}
+		if uint32(e>>32) == h32 {
+			return slab.Ref(uint32(e))
 		}
 		if i++; i == n {
 			i = 0

@@ -318,6 +318,39 @@ func (s *Store) nextCAS() uint64 {
 	return s.cas.Add(1)
 }
 
+// PrefetchMax is the most keys one Prefetch call looks at.
+const PrefetchMax = 16
+
+// Prefetch starts loading, for each key (up to PrefetchMax), the index slot
+// and then the item a lookup of it will read, so that the lookups that
+// follow find them in cache. Lookups of a batch wait for memory one after
+// the other (each probes the index, then compares the key in the item);
+// prefetching them together overlaps those waits. Worth it for two keys or
+// more: a server calls it for the keys of a pipelined batch.
+func (s *Store) Prefetch(keys [][]byte) {
+	var (
+		shards [PrefetchMax]*shard
+		hashes [PrefetchMax]uint32
+	)
+	keys = keys[:min(len(keys), PrefetchMax)]
+	for i, k := range keys {
+		sh, h32 := s.shardOf(k)
+		shards[i], hashes[i] = sh, h32
+		sh.mu.Lock()
+		sh.ix.prefetch(h32)
+		sh.mu.Unlock()
+	}
+	// The slots are on their way: read them, and start on the items.
+	for i := range keys {
+		sh := shards[i]
+		sh.mu.Lock()
+		if r := sh.ix.first(hashes[i]); r != 0 {
+			s.slab.Prefetch(r)
+		}
+		sh.mu.Unlock()
+	}
+}
+
 func (s *Store) shardOf(key []byte) (*shard, uint32) {
 	h := xxhash.Sum64(key)
 	return &s.shards[h&shardMask], uint32(h >> 32)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/tandemcache/tandem/slab"
 )
@@ -611,5 +612,51 @@ func TestEvictDuringOverwrite(t *testing.T) {
 		if v, err := peekValue(s, fmt.Sprintf("hot%d", i)); err == nil {
 			require.Equal(t, val, v)
 		}
+	}
+}
+
+// TestPrefetch: Prefetch changes nothing a client can see (values, stats),
+// takes any keys (missing, empty, more than PrefetchMax), and under -race
+// shows that it reads the index only under the shard locks, while other
+// goroutines grow it.
+func TestPrefetch(t *testing.T) {
+	s := newTestStore(t, Config{MemoryLimit: 64 << 20})
+	s.Prefetch(nil)
+	s.Prefetch([][]byte{[]byte("missing"), {}, []byte("\x00\xff")})
+
+	const n = 20_000
+	keys := make([][]byte, n)
+	for i := range keys {
+		keys[i] = fmt.Appendf(nil, "pf:%d", i)
+	}
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 2 {
+				_, err := s.Set(keys[i], keys[i], SetOptions{})
+				assert.NoError(t, err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i+PrefetchMax+3 <= n; i += 7 {
+			s.Prefetch(keys[i : i+PrefetchMax+3])
+		}
+	}()
+	wg.Wait()
+
+	before := s.Stats()
+	for i := 0; i < n; i += PrefetchMax {
+		s.Prefetch(keys[i:min(i+PrefetchMax, n)])
+	}
+	require.Equal(t, before, s.Stats(), "a prefetch is not a get")
+	for _, k := range keys {
+		var got []byte
+		require.NoError(t, s.Get(k, GetOptions{}, func(it Item) { got = it.AppendValue(nil) }))
+		require.Equal(t, k, got)
 	}
 }

@@ -259,3 +259,32 @@ func BenchmarkGCScaling(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGetBatch: 16 gets of scattered keys, as a pipelined batch, with
+// and without a Prefetch of their keys first. One op is the batch.
+func BenchmarkGetBatch(b *testing.B) {
+	s, _ := loadedStore(b)
+	keys := make([][]byte, PrefetchMax)
+	for i := range keys {
+		keys[i] = make([]byte, 0, 32)
+	}
+	buf := make([]byte, 0, 256)
+	hit := func(it Item) { buf = it.AppendValue(buf[:0]) }
+	for _, prefetch := range []bool{false, true} {
+		b.Run(map[bool]string{false: "plain", true: "prefetch"}[prefetch], func(b *testing.B) {
+			b.ReportAllocs()
+			for n := 0; b.Loop(); n++ {
+				for i := range keys {
+					// A stride through the key space: few cache hits.
+					keys[i] = benchKey(keys[i], (n*PrefetchMax+i)*7919%benchKeys)
+				}
+				if prefetch {
+					s.Prefetch(keys)
+				}
+				for _, k := range keys {
+					_ = s.Get(k, GetOptions{}, hit)
+				}
+			}
+		})
+	}
+}
