@@ -3,6 +3,7 @@ package protocol
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 )
 
 // memcached's binary protocol (doc/protocol-binary.txt): every request and
@@ -209,23 +210,22 @@ func ParseBinary(buf []byte, maxValue int, r *BinaryRequest) (int, error) {
 }
 
 // BinaryKeys appends to dst the keys of the whole requests at the front of
-// buf, until dst holds max keys, a request is incomplete, or a header is
-// not one ParseBinary would accept. It also returns how many bytes of buf
-// the requests it looked at span. The keys alias buf. A server uses them
-// to prefetch a pipelined batch before it parses each request.
+// buf, until dst holds max keys or ParseBinary stops at a request (one that
+// is incomplete or cannot be framed). It also returns how many bytes of buf
+// the requests it looked at span. The keys alias buf. A server uses them to
+// prefetch a pipelined batch before it runs each request.
 func BinaryKeys(dst [][]byte, buf []byte, max int) ([][]byte, int) {
-	var h BinaryHeader
+	var r BinaryRequest
 	n := 0
-	for len(dst) < max && len(buf)-n >= BinaryHeaderLen && buf[n] == BinaryRequestMagic {
-		DecodeBinaryHeader(buf[n:], &h)
-		total := BinaryHeaderLen + int(h.BodyLen)
-		if h.ValueLen() < 0 || h.KeyLen > MaxKeyLen || total > len(buf)-n || total < BinaryHeaderLen {
+	for len(dst) < max {
+		m, err := ParseBinary(buf[n:], math.MaxInt, &r)
+		if err != nil {
 			break
 		}
-		if h.KeyLen > 0 {
-			dst = append(dst, buf[n+BinaryHeaderLen+int(h.ExtLen):n+h.HeadLen()])
+		if len(r.Key) > 0 {
+			dst = append(dst, r.Key)
 		}
-		n += total
+		n += m
 	}
 	return dst, n
 }

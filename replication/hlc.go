@@ -41,9 +41,14 @@ func newHLC(node uint64) *hlc {
 	return &hlc{node: node & nodeMask, now: time.Now}
 }
 
+// wall is the wall clock as a version without counter or node bits.
+func (c *hlc) wall() uint64 {
+	return uint64(max(c.now().UnixMilli()-hlcEpoch, 0)) << wallShift
+}
+
 // next returns a version above every one it returned or observed before.
 func (c *hlc) next() uint64 {
-	wall := uint64(max(c.now().UnixMilli()-hlcEpoch, 0)) << wallShift
+	wall := c.wall()
 	for {
 		old := c.last.Load()
 		n := max(wall, old+1<<nodeBits)
@@ -61,7 +66,7 @@ func (c *hlc) observe(cas uint64) {
 	// A version more than a day ahead of this node's wall clock is not
 	// followed: one near 2^64 would make the clock wrap.
 	if v > c.limit.Load() {
-		limit := uint64(max(c.now().UnixMilli()-hlcEpoch, 0)+maxAheadMs) << wallShift
+		limit := c.wall() + maxAheadMs<<wallShift
 		c.limit.Store(limit)
 		if v > limit {
 			return

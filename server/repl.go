@@ -2,6 +2,7 @@ package server
 
 import (
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -38,14 +39,17 @@ type replMark struct {
 // the replicator side owns the writing: the handler appends to out and
 // never writes the socket itself.
 type held struct {
-	mu     sync.Mutex
-	idle   sync.Cond // active went false, or the connection closed
-	out    []byte
-	off    int        // out[:off] is written
-	sent   uint64     // bytes written from out, for drain's deadline
-	marks  []replMark // the writes in out not yet acknowledged, in order
-	spare  []byte
-	active bool
+	mu    sync.Mutex
+	idle  sync.Cond // active went false, or the connection closed
+	out   []byte
+	off   int        // out[:off] is written
+	sent  uint64     // bytes written from out, for drain's deadline
+	marks []replMark // the writes in out not yet acknowledged, in order
+	spare []byte
+	// active: the replicator side owns the writing. Written under mu; the
+	// handler reads it without the lock to skip mu when nothing is held
+	// (only the handler sets it, so a false it reads stays false).
+	active atomic.Bool
 	closed bool
 }
 
@@ -129,11 +133,10 @@ func (c *conn) hold() bool {
 		return false
 	}
 	h := &c.held
-	h.mu.Lock()
-	if !h.active && len(c.replMarks) == 0 {
-		h.mu.Unlock()
+	if len(c.replMarks) == 0 && !h.active.Load() {
 		return false // nothing waits: the usual write
 	}
+	h.mu.Lock()
 	if len(h.out)+len(c.out) > c.s.maxInput {
 		// A client that sends far faster than its writes are acknowledged,
 		// or that does not read its replies.
@@ -155,14 +158,13 @@ func (c *conn) hold() bool {
 		h.out = append(h.out, c.out...)
 		c.out = c.out[:0]
 	}
-	if h.active {
+	if h.active.Load() {
 		// The replicator side is on it: it goes on to these marks once the
 		// ones before them are acknowledged.
 		h.mu.Unlock()
 		return true
 	}
-	h.active = true
-	c.s.holding.Add(1)
+	h.active.Store(true)
 	h.mu.Unlock()
 	if c.advance(0, nil) {
 		go c.drain()
@@ -281,7 +283,7 @@ func (c *conn) drain() {
 func (c *conn) waitHeld() {
 	h := &c.held
 	h.mu.Lock()
-	for h.active && !h.closed {
+	for h.active.Load() && !h.closed {
 		h.idle.Wait()
 	}
 	h.mu.Unlock()
@@ -303,8 +305,7 @@ func (h *held) compact() {
 
 // release ends the replicator side's turn: nothing is held. h.mu held.
 func (c *conn) release() {
-	c.held.active = false
-	c.s.holding.Add(-1)
+	c.held.active.Store(false)
 	c.held.idle.Broadcast()
 }
 
@@ -324,7 +325,7 @@ func (c *conn) dropHeld() {
 func (c *conn) dropLocked() {
 	h := &c.held
 	h.out, h.marks, h.off = h.out[:0], h.marks[:0], 0
-	if h.active {
+	if h.active.Load() {
 		c.release()
 	}
 }

@@ -142,8 +142,7 @@ type Server struct {
 
 	maxInput int
 	detail   detail
-	repl     Replicator   // cfg.Replicator; nil when replication is off
-	holding  atomic.Int64 // connections with replies held for acks
+	repl     Replicator // cfg.Replicator; nil when replication is off
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -296,7 +295,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		hold, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)/2))
 		defer cancel()
 	}
-	for s.holding.Load() > 0 && hold.Err() == nil {
+	holding := func(c *conn) bool { return c.held.active.Load() }
+	for len(s.connsWhere(holding)) > 0 && hold.Err() == nil {
 		time.Sleep(time.Millisecond)
 	}
 	err := s.loop.Shutdown(ctx)

@@ -164,22 +164,9 @@ func (ix *index) prefetch(h32 uint32) {
 // 0: without the key compare, so a hash collision gives the wrong item,
 // which is harmless for a prefetch.
 func (ix *index) first(h32 uint32) slab.Ref {
-	n := len(ix.slots)
-	if n == 0 {
-		return 0
-	}
-	for i, d := ix.home(h32), 0; ; d++ {
-		e := ix.slots[i]
-		if e == 0 || ix.dist(e, i) < d {
-			return 0
-		}
-		if uint32(e>>32) == h32 {
-			return slab.Ref(uint32(e))
-		}
-		if i++; i == n {
-			i = 0
-		}
-	}
+	var r slab.Ref
+	ix.lookup(h32, func(c slab.Ref) bool { r = c; return true })
+	return r
 }
 
 // bytes is the memory the table takes.

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/tandemcache/tandem/slab"
 )
 
@@ -143,8 +142,7 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 			r = prev
 			continue
 		}
-		hv := xxhash.Sum64(s.slab.Bytes(r, h.keyOff+h.klen)[h.keyOff:])
-		vs := &s.shards[hv&shardMask]
+		vs, h32 := s.shardOf(s.slab.Bytes(r, h.keyOff+h.klen)[h.keyOff:])
 		if vs == sh {
 			if r == sh.pin {
 				r = prev
@@ -158,7 +156,7 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 		// an overwrite in place may have been rewriting them (with a change
 		// of flags the key moves): r must be found in vs, and its header
 		// read again, now that vs is locked.
-		slot := s.findRef(vs, uint32(hv>>32), r)
+		slot := s.findRef(vs, h32, r)
 		if slot >= 0 {
 			h = s.readHead(r)
 			dead = expired(&h, now) || s.isFlushed(&h, now)

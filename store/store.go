@@ -720,7 +720,7 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 	}
 	if old != 0 && !merge && oh.bits&bitChained == 0 {
 		if l, cls := s.plan(len(key), flags, vlen); l.nchunks == 1 && cls == s.slab.ClassOf(old) {
-			s.overwrite(sh, old, &oh, l, key, value, flags, exp, now, cas, bits)
+			s.overwrite(sh, old, cls, &oh, l, key, value, flags, exp, now, cas, bits)
 			if o.Mode != modeApply {
 				s.observe(sh, old, now)
 			}
@@ -770,7 +770,7 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 // shard lock, checks it again once it has (evictOne).
 // key and value must not alias the item (set's callers pass request and
 // frame buffers). sh.mu held.
-func (s *Store) overwrite(sh *shard, r slab.Ref, oh *head, l layout, key, value []byte,
+func (s *Store) overwrite(sh *shard, r slab.Ref, cls int, oh *head, l layout, key, value []byte,
 	flags, exp, now uint32, cas uint64, bits uint8) {
 	if s.sizes != nil {
 		s.trackSize(oh, -1)
@@ -790,7 +790,7 @@ func (s *Store) overwrite(sh *shard, r slab.Ref, oh *head, l layout, key, value 
 	// that matters only at the tail. It is marked late instead, and moved
 	// if eviction ever reaches it (evictOne).
 	s.setLate(r, true)
-	lr := &s.lrus[s.slab.ClassOf(r)]
+	lr := &s.lrus[cls]
 	if d := l.size() - oldSize; d != 0 {
 		lr.mu.Lock()
 		lr.bytes += int64(d)
