@@ -92,6 +92,9 @@ type class struct {
 	next    int   // next chunk index to cut from carve
 	moving  int32 // page being emptied for Reassign, or -1
 	used    int64
+	// The clock hand (Clock): index into pages and the next chunk index
+	// to look at on that page.
+	handPage, handChunk int
 }
 
 // Allocator is a set of slab classes sharing one memory limit.
@@ -484,6 +487,61 @@ func (a *Allocator) UsedChunks(cls int, p int32, dst []Ref) []Ref {
 		}
 	}
 	return dst
+}
+
+// Clock returns the next allocated chunk of class cls at or after the
+// class's clock hand and moves the hand past it, or 0 when the class has no
+// allocated chunk. The hand goes round the class's pages in the order they
+// were given to it and through each page in address order, so successive
+// calls visit every allocated chunk once per revolution: the order CLOCK
+// eviction needs. A page taken away or added while the hand goes round
+// shifts it by up to a page; the hand only approximates an order anyway.
+func (a *Allocator) Clock(cls int) Ref { return a.clock(cls, true) }
+
+// Hand returns the chunk Clock would return next, without moving the hand.
+func (a *Allocator) Hand(cls int) Ref { return a.clock(cls, false) }
+
+func (a *Allocator) clock(cls int, move bool) Ref {
+	c := &a.classes[cls]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, pi, ci := a.nextUsed(c)
+	if move && r != 0 {
+		c.handPage, c.handChunk = pi, ci+1
+	}
+	return r
+}
+
+// nextUsed finds the first allocated chunk at or after the hand, wrapping
+// round once, and returns it with its page index and chunk index. c.mu held.
+func (a *Allocator) nextUsed(c *class) (Ref, int, int) {
+	n := len(c.pages)
+	if n == 0 {
+		return 0, 0, 0
+	}
+	pi, ci := c.handPage, c.handChunk
+	if pi >= n {
+		pi, ci = 0, 0
+	} else if ci >= c.perPage {
+		pi, ci = (pi+1)%n, 0
+	}
+	// n+1 pages: the hand's own page again, for the chunks before it.
+	for range n + 1 {
+		p := c.pages[pi]
+		pb := a.pageBits[p]
+		for w := ci >> 6; w < len(pb); w++ {
+			word := pb[w]
+			if w == ci>>6 {
+				word &^= 1<<(ci&63) - 1
+			}
+			if word != 0 {
+				i := w<<6 | bits.TrailingZeros64(word)
+				return a.ref(p, i*c.size), pi, i
+			}
+		}
+		pi, ci = (pi+1)%n, 0
+	}
+	return 0, 0, 0
 }
 
 // Reassign moves one page from class src to class dst, emptying it first.

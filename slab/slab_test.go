@@ -258,3 +258,48 @@ func TestPrefetch(t *testing.T) {
 	require.Equal(t, want, a.Bytes(r, a.ChunkSize(cls)))
 	PrefetchAddr(nil) // never faults, even on memory that is not mapped
 }
+
+// TestClock: the hand visits every allocated chunk of a class once per
+// revolution, page by page in address order, skips freed chunks, wraps
+// round, and Hand peeks without moving it.
+func TestClock(t *testing.T) {
+	a := newTestAllocator(t, Config{Limit: 1 << 20, PageSize: 64 << 10, MinChunk: 96, Factor: 1.25})
+	cls := a.ClassFor(1000)
+	require.Zero(t, a.Clock(cls), "no pages yet")
+	require.Zero(t, a.Hand(cls))
+	per := a.ChunksPerPage(cls)
+	var all []Ref
+	for i := 0; i < 2*per+3; i++ { // three pages, the last one started
+		r, ok := a.Alloc(cls)
+		require.True(t, ok)
+		all = append(all, r)
+	}
+	// Free every third chunk: the hand must pass over them.
+	var want []Ref
+	for i, r := range all {
+		if i%3 == 1 {
+			a.Free(r)
+		} else {
+			want = append(want, r)
+		}
+	}
+	for rev := 0; rev < 2; rev++ {
+		for i, w := range want {
+			require.Equal(t, w, a.Hand(cls), "revolution %d, chunk %d: peek", rev, i)
+			require.Equal(t, w, a.Clock(cls), "revolution %d, chunk %d", rev, i)
+		}
+	}
+	// A chunk allocated while the hand goes round is visited within a revolution.
+	require.Equal(t, want[0], a.Clock(cls))
+	r, ok := a.Alloc(cls) // the last chunk freed, on the third page
+	require.True(t, ok)
+	seen := false
+	for range want {
+		if a.Clock(cls) == r {
+			seen = true
+		}
+	}
+	require.True(t, seen, "the chunk allocated meanwhile is visited")
+	// Another class is untouched.
+	require.Zero(t, a.Clock(a.ClassFor(100)))
+}

@@ -9,46 +9,43 @@ import (
 // An item lives in slab memory, little-endian:
 //
 //	off  size  field
-//	0    4     prev   LRU neighbour towards the head (slab.Ref); guarded by the class's LRU lock
-//	4    4     next   LRU neighbour towards the tail
-//	8    4     exp    expiry in store seconds, 0 = never
-//	12   4     time   last store or LRU bump, store seconds (memcached's it->time)
-//	16   3     vlen   value length for unchained items (below 2^23); the top
-//	                  bit of its last byte is "late" (see offLate)
-//	19   1     bits   item state, see below
-//	20   1     klen   key length
-//	21   8     cas    only when CAS is enabled (-C removes it, as in memcached)
+//	0    4     exp    expiry in store seconds, 0 = never
+//	4    4     time   last store or read bump, store seconds (memcached's it->time)
+//	8    3     vlen   value length for unchained items (below 2^23); the top
+//	                  bit of its last byte is "referenced" (see offRef)
+//	11   1     bits   item state, see below
+//	12   1     klen   key length
+//	13   8     cas    only when CAS is enabled (-C removes it, as in memcached)
 //	hdr  4     flags  client flags, only when non-zero
 //	...        key, then the value
 //
-// Everything but prev/next is guarded by the lock of the item's shard.
+// All of it is guarded by the lock of the item's shard. There are no LRU
+// links: eviction goes round the class's chunks with a clock hand (see
+// evictOne), which saves 8 bytes an item.
 //
 // An item whose size passes the largest chunk is chained: the head chunk
 // holds, after the key, the value length (4 bytes) and the refs of the other
 // chunks (4 bytes each), then the first part of the value. The other chunks
 // are raw: their first 4 bytes name the head, their bits byte has bitRaw,
 // and the value continues at rawHdr. All chunks of a chained item are of the
-// largest class, so evicting from that class's LRU frees whole chains.
+// largest class, so the clock hand of that class frees whole chains.
 const (
-	offPrev  = 0
-	offNext  = 4
-	offExp   = 8
-	offTime  = 12
-	offVlen  = 16
-	offBits  = 19
-	offKlen  = 20
-	offCAS   = 21
-	baseHdr  = 21 // header without CAS
-	rawHdr   = 20
+	offExp   = 0
+	offTime  = 4
+	offVlen  = 8
+	offBits  = 11
+	offKlen  = 12
+	offCAS   = 13
+	baseHdr  = 13 // header without CAS
+	rawHdr   = 12
 	flagsLen = 4
 
-	// offLate holds lateBit: the item was stored in place since it was last
-	// moved in its LRU, so it sits further towards the tail than its time
-	// says. Eviction moves such an item to the head instead of evicting it.
-	// An unchained item's value is smaller than a chunk (at most half a
+	// offRef holds refBit: the item was read or stored in place since the
+	// clock hand last passed it, which gives it a second chance. An
+	// unchained item's value is smaller than a chunk (at most half a
 	// 1 MiB page, 2^19), so the length never reaches this bit.
-	offLate = offVlen + 2
-	lateBit = 0x80
+	offRef  = offVlen + 2
+	refBit  = 0x80
 	vlenMax = 1<<23 - 1
 )
 
@@ -161,21 +158,19 @@ func (s *Store) setBits(r slab.Ref, set, clear uint8) {
 	b[offBits] = b[offBits]&^clear | set
 }
 
-// late tells whether item r was stored in place since its last LRU move.
-func (s *Store) late(r slab.Ref) bool { return s.slab.Bytes(r, s.hdr)[offLate]&lateBit != 0 }
+// referenced tells whether item r was used since the clock hand passed it.
+func (s *Store) referenced(r slab.Ref) bool { return s.slab.Bytes(r, s.hdr)[offRef]&refBit != 0 }
 
-func (s *Store) setLate(r slab.Ref, late bool) {
+func (s *Store) setRef(r slab.Ref, ref bool) {
 	b := s.slab.Bytes(r, s.hdr)
-	if late {
-		b[offLate] |= lateBit
+	if ref {
+		b[offRef] |= refBit
 	} else {
-		b[offLate] &^= lateBit
+		b[offRef] &^= refBit
 	}
 }
 
 func (s *Store) setExp(r slab.Ref, exp uint32) { put32(s.slab.Bytes(r, s.hdr), offExp, exp) }
-
-func (s *Store) setTime(r slab.Ref, t uint32) { put32(s.slab.Bytes(r, s.hdr), offTime, t) }
 
 func (s *Store) setCAS(r slab.Ref, cas uint64) {
 	if s.useCAS {
@@ -183,18 +178,9 @@ func (s *Store) setCAS(r slab.Ref, cas uint64) {
 	}
 }
 
-// writeHead fills the header and key of a freshly allocated item; refs are
-// its chunks (refs[0] the head). Value bytes are written with writeValue.
-func (s *Store) writeHead(refs []slab.Ref, l layout, key []byte, flags uint32, exp, now uint32, cas uint64) {
-	b := s.slab.Bytes(refs[0], l.valOff)
-	put32(b, offPrev, 0)
-	put32(b, offNext, 0)
-	s.writeFields(refs, l, key, flags, exp, now, cas)
-}
-
-// writeFields writes all of an item's header but its LRU links, then its
-// key: writeHead for a new item, and an overwrite in place of a linked one,
-// whose links belong to its LRU's lock.
+// writeFields writes an item's header, unreferenced, then its key: for a
+// new item (refs are its chunks, refs[0] the head) and for an overwrite in
+// place. Value bytes are written with a valueWriter.
 func (s *Store) writeFields(refs []slab.Ref, l layout, key []byte, flags uint32, exp, now uint32, cas uint64) {
 	b := s.slab.Bytes(refs[0], l.valOff)
 	put32(b, offExp, exp)

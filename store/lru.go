@@ -10,13 +10,18 @@ import (
 
 type atomicCounter = atomic.Uint64
 
-// lru is one slab class's list of items, most recently used at the head.
-// Links are slab refs stored in the items (prev towards the head).
+// lru is one slab class's eviction state and counters. Eviction is CLOCK,
+// an approximation of LRU: the class's clock hand (slab.Allocator.Clock)
+// goes round its chunks, an item used since the hand last passed it
+// (referenced, see offRef) gets a second chance, and the first one that
+// was not used is evicted. Without a list there are no links to keep in
+// each item (8 bytes saved) and no list lock taken on a read. A new item
+// takes the chunk the hand has just freed, so under memory pressure items
+// go in the order they were stored unless read meanwhile, as in an LRU
+// whose reads move items back once per revolution.
 type lru struct {
-	mu         sync.Mutex
-	head, tail slab.Ref
+	mu sync.Mutex // guards the counters below and the hand's use
 
-	// Guarded by mu.
 	count, bytes                                   int64
 	evicted, evictedNonzero, evictedUnfetched      uint64
 	evictedTime                                    uint32 // age of the last evicted item
@@ -30,51 +35,11 @@ type lru struct {
 	_ [64]byte
 }
 
-// evictSearch is how many items from the tail eviction considers, as
-// memcached: enough to skip a few locked ones, few enough to stay O(1).
-const evictSearch = 5
-
-// maxLate bounds the late items (see offLate) one eviction moves to the
-// head before it evicts whatever is at the tail.
-const maxLate = 64
-
-func (s *Store) lruPush(l *lru, r slab.Ref) {
-	b := s.slab.Bytes(r, 8)
-	put32(b, offPrev, 0)
-	put32(b, offNext, uint32(l.head))
-	if l.head != 0 {
-		put32(s.slab.Bytes(l.head, 8), offPrev, uint32(r))
-	}
-	l.head = r
-	if l.tail == 0 {
-		l.tail = r
-	}
-}
-
-// lruFront moves the linked item r to the head of l. l.mu held.
-func (s *Store) lruFront(l *lru, r slab.Ref) {
-	if l.head != r {
-		s.lruUnlink(l, r)
-		s.lruPush(l, r)
-	}
-}
-
-func (s *Store) lruUnlink(l *lru, r slab.Ref) {
-	b := s.slab.Bytes(r, 8)
-	prev, next := slab.Ref(u32(b, offPrev)), slab.Ref(u32(b, offNext))
-	if prev != 0 {
-		put32(s.slab.Bytes(prev, 8), offNext, uint32(next))
-	} else {
-		l.head = next
-	}
-	if next != 0 {
-		put32(s.slab.Bytes(next, 8), offPrev, uint32(prev))
-	} else {
-		l.tail = prev
-	}
-	put32(b, offPrev, 0)
-	put32(b, offNext, 0)
-}
+// evictSearch bounds the chunks one eviction looks at: enough to pass over
+// a run of referenced or locked items, few enough to stay O(1). The last
+// one it looks at is evicted even if referenced, so that a class whose
+// items are all in use still evicts (in the hand's order, as FIFO would).
+const evictSearch = 32
 
 // allocChunk takes one chunk of class cls, evicting from that class's LRU
 // tail when memory is full, and taking a page from another class when the
@@ -126,60 +91,54 @@ func (s *Store) lruCount(cls int) int64 {
 	return l.count
 }
 
-// evictOne frees the least recently used item of class cls that can be
-// freed now: expired ones are reclaimed; live ones are evicted unless
-// onlyExpired. It reports whether one was freed and whether it was in sh.
+// evictOne frees an item of class cls, the first one at the clock hand that
+// can be freed now and was not used since the hand last passed it: expired
+// ones are reclaimed; live ones are evicted unless onlyExpired. It reports
+// whether one was freed and whether it was in sh. sh.mu held.
 func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool, bool) {
 	l := &s.lrus[cls]
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	r := l.tail
-	for i, late := 0, 0; r != 0 && i < evictSearch; i++ {
-		prev := slab.Ref(u32(s.slab.Bytes(r, 8), offPrev))
-		h := s.readHead(r)
-		dead := expired(&h, now) || s.isFlushed(&h, now)
-		if onlyExpired && !dead {
-			r = prev
+	var kb [MaxKeyLen]byte
+	for i := 0; i < evictSearch; i++ {
+		r := s.slab.Clock(cls)
+		if r == 0 {
+			return false, false
+		}
+		// A cheap look without the item's lock first: the chunk may be a
+		// raw part of a chained item, free, or being written.
+		b := s.slab.Bytes(r, s.hdr)
+		if b[offBits]&(bitRaw|bitLinked) != bitLinked || onlyExpired && !s.quickDead(b, now) {
 			continue
 		}
-		vs, h32 := s.shardOf(s.slab.Bytes(r, h.keyOff+h.klen)[h.keyOff:])
+		key, vs, h32, ok := s.racyOwner(r, kb[:])
+		if !ok {
+			continue
+		}
 		if vs == sh {
 			if r == sh.pin {
-				r = prev
 				continue
 			}
 		} else if !vs.mu.TryLock() {
-			r = prev
 			continue
 		}
-		// The header and key were read without the item's shard lock, and
-		// an overwrite in place may have been rewriting them (with a change
-		// of flags the key moves): r must be found in vs, and its header
-		// read again, now that vs is locked.
-		slot := s.findRef(vs, h32, r)
-		if slot >= 0 {
+		// Now that vs is locked: r must be the item of its key, and its
+		// header is read again.
+		slot, found := s.find(vs, key, h32)
+		var h head
+		dead := false
+		if found == r {
 			h = s.readHead(r)
 			dead = expired(&h, now) || s.isFlushed(&h, now)
 		}
-		if slot < 0 || onlyExpired && !dead {
+		if found != r || onlyExpired && !dead ||
+			!dead && i < evictSearch-1 && s.referenced(r) {
+			if found == r && !dead {
+				s.setRef(r, false) // second chance: evicted next time round
+			}
 			if vs != sh {
 				vs.mu.Unlock()
 			}
-			r = prev
-			continue
-		}
-		if !dead && late < maxLate && s.late(r) {
-			// Stored in place since its last move (overwrite): it is
-			// younger than its place says. Move it now, as the store
-			// would have, and look further.
-			s.setLate(r, false)
-			s.lruFront(l, r)
-			if vs != sh {
-				vs.mu.Unlock()
-			}
-			late++
-			i--
-			r = prev
 			continue
 		}
 		vs.ix.remove(slot)
@@ -187,7 +146,6 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 		if s.sizes != nil {
 			s.trackSize(&h, -1)
 		}
-		s.lruUnlink(l, r)
 		l.count--
 		l.bytes -= int64(s.itemSize(&h))
 		fetched := h.bits&bitFetched != 0
@@ -217,7 +175,7 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 
 // steal moves a page to cls, for a class that needs memory and has nothing
 // to evict: from the class with the most pages if one has two or more,
-// otherwise the only page of the class whose least recently used item is
+// otherwise the only page of the class whose item at the clock hand is
 // the oldest. Without this a cache with many classes in use (170 with the
 // default growth factor, against 64 pages at -m 64) would refuse a new size
 // once every page is the only page of its class; memcached instead lets a
@@ -247,7 +205,7 @@ func (s *Store) stealSource(dst int) int {
 		if pages == 0 || pages < bestPages {
 			continue
 		}
-		age := int64(s.tailAge(c, now))
+		age := int64(s.handAge(c, now))
 		if s.lruCount(c) == 0 {
 			age = 1 << 40 // an empty class gives its page up for nothing
 		}

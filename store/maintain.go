@@ -184,7 +184,7 @@ func (am *automover) step(s *Store) bool {
 	if dst == 0 {
 		return false
 	}
-	dstAge := s.tailAge(dst, now)
+	dstAge := s.handAge(dst, now)
 	src, best := 0, -1.0
 	for c := 1; c <= n; c++ {
 		if c == dst {
@@ -198,7 +198,7 @@ func (am *automover) step(s *Store) bool {
 			src = c
 			break
 		}
-		if age := float64(s.tailAge(c, now)); age*automoveRatio > float64(dstAge) && age > best {
+		if age := float64(s.handAge(c, now)); age*automoveRatio > float64(dstAge) && age > best {
 			src, best = c, age
 		}
 	}
@@ -215,14 +215,18 @@ func (s *Store) evictedCount(cls int) uint64 {
 	return l.evicted
 }
 
-// tailAge is the seconds since the least recently used item of cls was
-// stored or bumped.
-func (s *Store) tailAge(cls int, now uint32) uint32 {
-	l := &s.lrus[cls]
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.tail == 0 {
+// handAge is the seconds since the item at class cls's clock hand was
+// stored or last bumped: the next item eviction looks at, so about the
+// oldest (memcached's age of the LRU tail). 0 when there is none. Read
+// without the item's lock: a chunk being rewritten may give 0.
+func (s *Store) handAge(cls int, now uint32) uint32 {
+	r := s.slab.Hand(cls)
+	if r == 0 {
 		return 0
 	}
-	return now - u32(s.slab.Bytes(l.tail, s.hdr), offTime)
+	b := s.slab.Bytes(r, s.hdr)
+	if t := u32(b, offTime); b[offBits]&(bitRaw|bitLinked) == bitLinked && t <= now {
+		return now - t
+	}
+	return 0
 }

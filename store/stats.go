@@ -117,9 +117,7 @@ func (s *Store) classStats(cls int) ClassStats {
 	l := &s.lrus[cls]
 	l.mu.Lock()
 	cs.Number, cs.MemRequested = l.count, l.bytes
-	if l.tail != 0 {
-		cs.Age = int64(now - u32(s.slab.Bytes(l.tail, s.hdr), offTime))
-	}
+	cs.Age = int64(s.handAge(cls, now))
 	cs.Evicted, cs.EvictedNonzero, cs.EvictedUnfetched = l.evicted, l.evictedNonzero, l.evictedUnfetched
 	cs.EvictedTime = int64(l.evictedTime)
 	cs.OutOfMemory, cs.Reclaimed, cs.ExpiredUnfetched = l.outOfMemory, l.reclaimed, l.expiredUnfetched
@@ -175,7 +173,7 @@ func (s *Store) ChunkMax() int { return s.chunkMax }
 // DumpEntry describes one item for "stats cachedump" and "lru_crawler
 // metadump".
 type DumpEntry struct {
-	Key        []byte // aliases slab memory: valid only during the callback
+	Key        []byte // valid only during the callback
 	Len        int    // value length
 	Exptime    int64  // unix seconds, 0 for never
 	LastAccess int64  // unix seconds of the last store or bump
@@ -185,30 +183,50 @@ type DumpEntry struct {
 	Size       int // memcached's size for the item
 }
 
-// Dump calls fn for the items of class cls, most recently used first, at
-// most limit of them (0: all), until fn returns false. It holds the class's
-// LRU lock throughout, so it suits diagnostics, not the request path; item
-// fields other than the key may be a moment out of date.
+// Dump calls fn for the items of class cls, at most limit of them (0: all),
+// until fn returns false. The order is that of the class's pages and
+// chunks: there is no recency list to follow (memcached's goes from the
+// most recently used; neither promises an order). Each item is read under
+// its shard lock and fn runs with no lock held, so it may write to a
+// connection; an item stored while the walk goes on may be missed.
 func (s *Store) Dump(cls, limit int, fn func(DumpEntry) bool) {
 	if cls < 1 || cls > s.largest {
 		return
 	}
-	l := &s.lrus[cls]
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	var kb [MaxKeyLen]byte
+	var refs []slab.Ref
 	n := 0
-	for r := l.head; r != 0 && (limit == 0 || n < limit); n++ {
-		h := s.readHead(r)
-		key := s.slab.Bytes(r, h.keyOff+h.klen)[h.keyOff:]
-		if !fn(DumpEntry{
-			Key: key, Len: h.vlen,
-			Exptime: s.unix(h.exp), LastAccess: s.unix(h.time), CAS: h.cas,
-			Fetched: h.bits&bitFetched != 0, Class: cls,
-			Size: s.MemcachedSize(h.klen, h.flags, h.vlen),
-		}) {
-			return
+	for _, p := range s.slab.Pages(cls, nil) {
+		refs = s.slab.UsedChunks(cls, p, refs[:0])
+		for _, r := range refs {
+			if limit != 0 && n >= limit {
+				return
+			}
+			if s.slab.Bytes(r, s.hdr)[offBits]&(bitRaw|bitLinked) != bitLinked {
+				continue
+			}
+			key, sh, h32, ok := s.racyOwner(r, kb[:])
+			if !ok {
+				continue
+			}
+			sh.mu.Lock()
+			if _, found := s.find(sh, key, h32); found != r {
+				sh.mu.Unlock()
+				continue
+			}
+			h := s.readHead(r)
+			e := DumpEntry{
+				Key: key, Len: h.vlen,
+				Exptime: s.unix(h.exp), LastAccess: s.unix(h.time), CAS: h.cas,
+				Fetched: h.bits&bitFetched != 0, Class: cls,
+				Size: s.MemcachedSize(h.klen, h.flags, h.vlen),
+			}
+			sh.mu.Unlock()
+			n++
+			if !fn(e) {
+				return
+			}
 		}
-		r = slab.Ref(u32(s.slab.Bytes(r, 8), offNext))
 	}
 }
 

@@ -60,9 +60,9 @@ const (
 	nShards   = 512 // a power of two: a shard is hash & (nShards-1)
 	shardMask = nShards - 1
 
-	// bumpInterval is memcached's ITEM_UPDATE_INTERVAL: an item read again
-	// within a minute of its last bump stays where it is in the LRU, so hot
-	// items do not take the LRU lock on every read.
+	// bumpInterval is memcached's ITEM_UPDATE_INTERVAL: a read more than a
+	// minute after the item's last bump sets its time (what "mg l" and
+	// the age stats show) to now.
 	bumpInterval = 60
 
 	// maxDelta is memcached's REALTIME_MAXDELTA: an exptime up to 30 days is
@@ -444,20 +444,24 @@ func (s *Store) trackSize(h *head, delta int64) {
 	s.sizes[min(b, len(s.sizes)-1)].Add(delta)
 }
 
-// remove takes item r out of the index and its LRU and frees it. sh.mu held.
+// remove takes item r out of the index and frees it. sh.mu held.
 func (s *Store) remove(sh *shard, slot int, r slab.Ref, h *head) {
 	if s.sizes != nil {
 		s.trackSize(h, -1)
 	}
 	sh.ix.remove(slot)
-	l := &s.lrus[s.slab.ClassOf(r)]
-	l.mu.Lock()
-	s.lruUnlink(l, r)
-	l.count--
-	l.bytes -= int64(s.itemSize(h))
-	l.mu.Unlock()
+	s.account(s.slab.ClassOf(r), -1, -s.itemSize(h))
 	sh.c.currItems--
 	s.release(r, h)
+}
+
+// account adds n items of the given bytes to class cls's counts.
+func (s *Store) account(cls int, n, bytes int) {
+	l := &s.lrus[cls]
+	l.mu.Lock()
+	l.count += int64(n)
+	l.bytes += int64(bytes)
+	l.mu.Unlock()
 }
 
 // release frees the chunks of an item that is no longer linked.
@@ -473,7 +477,7 @@ func (s *Store) release(r slab.Ref, h *head) {
 }
 
 // link puts the new item r in the index, replacing old at slot if old is
-// not 0, and at the head of its LRU. sh.mu held.
+// not 0. sh.mu held.
 func (s *Store) link(sh *shard, slot int, old slab.Ref, oh *head, r slab.Ref, h32 uint32, size int) {
 	cls := s.slab.ClassOf(r)
 	if s.sizes != nil {
@@ -486,42 +490,24 @@ func (s *Store) link(sh *shard, slot int, old slab.Ref, oh *head, r slab.Ref, h3
 	s.setBits(r, bitLinked, 0)
 	if old != 0 {
 		sh.ix.slots[slot] = entry(h32, r)
-		ocls := s.slab.ClassOf(old)
-		l := &s.lrus[ocls]
-		l.mu.Lock()
-		s.lruUnlink(l, old)
-		l.count--
-		l.bytes -= int64(s.itemSize(oh))
-		if ocls == cls {
-			s.lruPush(l, r)
-			l.count++
-			l.bytes += int64(size)
-			l.mu.Unlock()
+		if ocls := s.slab.ClassOf(old); ocls == cls {
+			s.account(cls, 0, size-s.itemSize(oh))
 		} else {
-			l.mu.Unlock()
-			s.pushNew(cls, r, size)
+			s.account(ocls, -1, -s.itemSize(oh))
+			s.account(cls, 1, size)
 		}
 		s.release(old, oh)
 	} else {
 		sh.ix.insert(h32, r)
 		sh.c.currItems++
-		s.pushNew(cls, r, size)
+		s.account(cls, 1, size)
 	}
 	sh.c.totalItems++
 	s.lrus[cls].cmdSet.Add(1)
 }
 
-func (s *Store) pushNew(cls int, r slab.Ref, size int) {
-	l := &s.lrus[cls]
-	l.mu.Lock()
-	s.lruPush(l, r)
-	l.count++
-	l.bytes += int64(size)
-	l.mu.Unlock()
-}
-
-// bump records a read: the item is marked fetched, and moved to the head of
-// its LRU if it was last moved more than bumpInterval ago. sh.mu held.
+// bump records a read: the item is marked fetched, then refreshed.
+// sh.mu held.
 func (s *Store) bump(r slab.Ref, h *head, now uint32) {
 	if h.bits&bitFetched == 0 {
 		s.setBits(r, bitFetched, 0)
@@ -529,18 +515,19 @@ func (s *Store) bump(r slab.Ref, h *head, now uint32) {
 	s.refresh(r, h, now)
 }
 
-// refresh moves item r to the head of its LRU if it was last moved more
-// than bumpInterval ago. sh.mu held.
+// refresh records a use of item r: it is marked referenced, so that the
+// clock hand passes it over once, and its time moves to now if it was last
+// set more than bumpInterval ago (memcached's do_item_update). Both are
+// writes to a line the caller has just read, and the bit is written only
+// when it changes. sh.mu held.
 func (s *Store) refresh(r slab.Ref, h *head, now uint32) {
-	if now-h.time < bumpInterval {
-		return
+	b := s.slab.Bytes(r, s.hdr)
+	if b[offRef]&refBit == 0 {
+		b[offRef] |= refBit
 	}
-	s.setTime(r, now)
-	s.setLate(r, false)
-	l := &s.lrus[s.slab.ClassOf(r)]
-	l.mu.Lock()
-	s.lruFront(l, r)
-	l.mu.Unlock()
+	if now-h.time >= bumpInterval {
+		put32(b, offTime, now)
+	}
 }
 
 // newItem allocates and fills the header of a new item. It pins pin (an
@@ -570,7 +557,7 @@ func (s *Store) newItem(sh *shard, pin slab.Ref, key []byte, flags uint32, vlen 
 		refs = append(refs, r)
 	}
 	sh.refs, sh.pin = refs[:0], 0
-	s.writeHead(refs, l, key, flags, exp, now, cas)
+	s.writeFields(refs, l, key, flags, exp, now, cas)
 	return refs, l, own, nil
 }
 
@@ -711,7 +698,7 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 	if cas == 0 {
 		cas = s.nextCAS()
 	}
-	var bits uint8 // state bits beyond what writeHead sets
+	var bits uint8 // state bits beyond what writeFields sets
 	if stale {
 		bits |= bitStale | tokenBits
 	}
@@ -763,11 +750,10 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 // by one of about the same size is the common set (sessions, counters,
 // a replica applying its peer's writes), and this spares it a chunk
 // allocation, a free and an index update, each a cache miss. As for a new
-// item, the state is fresh (not fetched); the item stays where it is in its
-// LRU, marked late (see offLate). Readers take the shard lock; the LRU
-// links, which other shards' writes of the same class change under the LRU
-// lock, are not touched; eviction, which reads the item before it has the
-// shard lock, checks it again once it has (evictOne).
+// item, the state is fresh (not fetched), and it is marked referenced, so
+// that the clock hand gives it a second chance as a newly stored item.
+// Readers take the shard lock; eviction, which reads the item before it
+// has the shard lock, checks it again once it has (evictOne).
 // key and value must not alias the item (set's callers pass request and
 // frame buffers). sh.mu held.
 func (s *Store) overwrite(sh *shard, r slab.Ref, cls int, oh *head, l layout, key, value []byte,
@@ -785,11 +771,7 @@ func (s *Store) overwrite(sh *shard, r slab.Ref, cls int, oh *head, l layout, ke
 		h := s.readHead(r)
 		s.trackSize(&h, 1)
 	}
-	// The item is not moved to the head of its LRU: that would touch its
-	// two neighbours, two cache misses on a large cache, for an order
-	// that matters only at the tail. It is marked late instead, and moved
-	// if eviction ever reaches it (evictOne).
-	s.setLate(r, true)
+	s.setRef(r, true)
 	lr := &s.lrus[cls]
 	if d := l.size() - oldSize; d != 0 {
 		lr.mu.Lock()

@@ -73,8 +73,9 @@ func TestBoundedMemory(t *testing.T) {
 	require.Equal(t, n-first, int(st.CurrItems))
 }
 
-// TestLRUBump checks that a read more than a minute after an item was stored
-// moves it to the head, so it outlives items written before the read.
+// TestLRUBump checks that a read gives an item a second chance: it outlives
+// items written before the read, and a read more than a minute after the
+// store moves its time to now.
 func TestLRUBump(t *testing.T) {
 	clk := NewClock()
 	s := newTestStore(t, Config{MemoryLimit: 2 << 20, PageSize: 64 << 10, Clock: clk})
@@ -84,10 +85,9 @@ func TestLRUBump(t *testing.T) {
 		require.NoError(t, err)
 	}
 	clk.Advance(bumpInterval)
-	_, err := getValue(s, "k0") // bumped: now the most recently used
+	_, err := getValue(s, "k0") // referenced, its time now
 	require.NoError(t, err)
-	_, err = getValue(s, "k1") // read again below: bumped once only
-	require.NoError(t, err)
+	require.Equal(t, s.now(), s.readHead(refOf(t, s, "k0")).time)
 	// Fill until k2 (the oldest unbumped) is gone; k0 must still be there.
 	for i := 100; ; i++ {
 		_, err := s.Set([]byte(fmt.Sprintf("k%d", i)), val, SetOptions{})
@@ -99,12 +99,14 @@ func TestLRUBump(t *testing.T) {
 	}
 	_, err = peekValue(s, "k0")
 	require.NoError(t, err, "a bumped item was evicted before older ones")
+	_, err = peekValue(s, "k1")
+	require.ErrorIs(t, err, ErrNotFound, "k1 was not read: evicted in order, before k2")
 }
 
-// TestOverwriteOutlivesOlder: an item overwritten in place is not moved in
-// its LRU at once, but eviction must still treat it as just stored: it
-// outlives every item stored before the overwrite, and after it the LRU
-// order holds again.
+// TestOverwriteOutlivesOlder: an item overwritten in place keeps its chunk,
+// but eviction must still treat it as just stored: it outlives every item
+// stored before the overwrite, and once the hand has passed it, it is
+// evicted in its turn.
 func TestOverwriteOutlivesOlder(t *testing.T) {
 	s := newTestStore(t, Config{MemoryLimit: 2 << 20, PageSize: 64 << 10})
 	val := bytes.Repeat([]byte("x"), 100)
@@ -118,7 +120,7 @@ func TestOverwriteOutlivesOlder(t *testing.T) {
 	r := refOf(t, s, "k0")
 	set("k0") // in place, at the LRU tail
 	require.Equal(t, r, refOf(t, s, "k0"))
-	require.True(t, s.late(r))
+	require.True(t, s.referenced(r))
 	// Fill until k1 (the oldest untouched) is gone; k0 must still be there.
 	i := 100
 	for ; ; i++ {
@@ -130,9 +132,9 @@ func TestOverwriteOutlivesOlder(t *testing.T) {
 	}
 	_, err := peekValue(s, "k0")
 	require.NoError(t, err, "an overwritten item was evicted before older ones")
-	require.False(t, s.late(r), "eviction moved it and cleared the mark")
-	// The first eviction moved k0 behind everything written until then,
-	// k99 included: k99 goes first.
+	require.False(t, s.referenced(r), "the hand passed it and cleared the mark")
+	// The hand passed k0 before everything written until then, k99
+	// included: k99 goes first.
 	for ; ; i++ {
 		set(fmt.Sprintf("k%d", i))
 		if _, err := peekValue(s, "k99"); err == ErrNotFound {
@@ -144,23 +146,53 @@ func TestOverwriteOutlivesOlder(t *testing.T) {
 	require.NoError(t, err, "moved behind k99 by the eviction, but evicted before it")
 }
 
-// TestReadWithinIntervalDoesNotBump: reads within a minute of the store leave
-// the LRU alone (memcached's ITEM_UPDATE_INTERVAL).
-func TestReadWithinIntervalDoesNotBump(t *testing.T) {
-	s := newTestStore(t, Config{MemoryLimit: 1 << 20, PageSize: 64 << 10})
+// TestReadWithinInterval: a read within a minute of the store leaves the
+// item's time alone (memcached's ITEM_UPDATE_INTERVAL) but still marks it
+// referenced, and the class's age is that of the item at the hand.
+func TestReadWithinInterval(t *testing.T) {
+	clk := NewClock()
+	s := newTestStore(t, Config{MemoryLimit: 1 << 20, PageSize: 64 << 10, Clock: clk})
 	val := bytes.Repeat([]byte("x"), 100)
 	for i := 0; i < 3; i++ {
 		_, err := s.Set([]byte(fmt.Sprintf("k%d", i)), val, SetOptions{})
 		require.NoError(t, err)
 	}
+	stored := s.now()
+	clk.Advance(bumpInterval - 1)
 	_, err := getValue(s, "k0")
 	require.NoError(t, err)
-	cls := s.slab.ClassFor(s.hdr + 2 + 100)
-	l := &s.lrus[cls]
-	l.mu.Lock()
-	tail := l.tail
-	l.mu.Unlock()
-	require.Equal(t, "k0", string(s.key(tail)))
+	r := refOf(t, s, "k0")
+	require.Equal(t, stored, s.readHead(r).time)
+	require.True(t, s.referenced(r))
+	require.False(t, s.referenced(refOf(t, s, "k1")))
+	cls := s.slab.ClassOf(r)
+	require.Equal(t, r, s.slab.Hand(cls), "the first chunk is at the hand")
+	require.Equal(t, int64(bumpInterval-1), s.classStats(cls).Age)
+}
+
+// TestEvictAllReferenced: when every item of a full class was read since
+// the hand last passed, a set still evicts (the search is bounded and takes
+// the last item it looks at) instead of failing or taking another class's
+// page.
+func TestEvictAllReferenced(t *testing.T) {
+	s := newTestStore(t, Config{MemoryLimit: 1 << 20, PageSize: 64 << 10})
+	val := bytes.Repeat([]byte("x"), 100)
+	n := 0
+	for ; s.Stats().Evictions == 0; n++ {
+		_, err := s.Set([]byte(fmt.Sprintf("k%06d", n)), val, SetOptions{})
+		require.NoError(t, err)
+	}
+	for i := 0; i < n; i++ {
+		_, _ = getValue(s, fmt.Sprintf("k%06d", i))
+	}
+	before := s.Stats()
+	for i := 0; i < 2*evictSearch; i++ {
+		_, err := s.Set([]byte(fmt.Sprintf("n%06d", i)), val, SetOptions{})
+		require.NoError(t, err)
+	}
+	after := s.Stats()
+	require.Equal(t, before.Evictions+2*evictSearch, after.Evictions, "one eviction per set")
+	require.Equal(t, before.SlabsMoved, after.SlabsMoved, "no page taken from another class")
 }
 
 // TestNoEvict: with evictions off (-M) a full cache refuses new items and
@@ -551,11 +583,11 @@ func TestOverwriteInPlace(t *testing.T) {
 		require.Equal(t, st.flags, it.Flags, "step %d", i)
 		require.Equal(t, cas, it.CAS, "step %d", i)
 		require.False(t, it.Fetched, "step %d: a new value is not fetched yet", i)
-		require.True(t, s.late(r), "step %d: not marked for a late LRU move", i)
+		require.True(t, s.referenced(r), "step %d: not marked referenced", i)
 	}
 	v, err := getValue(s, "b")
 	require.NoError(t, err)
-	require.Equal(t, val('b', 100), v, "the neighbour in the LRU is intact")
+	require.Equal(t, val('b', 100), v, "the neighbouring chunk is intact")
 
 	after := s.Stats()
 	require.Equal(t, before.CurrItems, after.CurrItems)
