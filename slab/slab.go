@@ -285,6 +285,22 @@ func (a *Allocator) Prefetch(r Ref) {
 	}
 }
 
+// Chunk reports whether r names the start of a chunk on a page that belongs
+// to a class, and that class. It is for refs read without a lock, which
+// may be garbage: it never panics.
+func (a *Allocator) Chunk(r Ref) (int, bool) {
+	p, off := a.split(r)
+	if uint(p) >= uint(len(a.pageClass)) {
+		return 0, false
+	}
+	// A page is mapped before its class is stored: a class means a page.
+	cls := int(a.pageClass[p].Load())
+	if cls == 0 || off%a.classes[cls].size != 0 || off+a.classes[cls].size > a.pageSize {
+		return 0, false
+	}
+	return cls, true
+}
+
 // ClassOf returns the class of an allocated chunk.
 func (a *Allocator) ClassOf(r Ref) int {
 	p, _ := a.split(r)

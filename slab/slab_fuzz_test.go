@@ -134,6 +134,10 @@ func fuzzAllocConfig(b []byte) Config {
 	case 3: // just above the smallest chunk: one or two classes
 		cfg.ChunkMax = cfg.MinChunk + int(b[3]/4)
 	}
+	if cfg.ChunkMax != 0 {
+		// New wants room for one aligned chunk between the two.
+		cfg.ChunkMax = max(cfg.ChunkMax, cfg.MinChunk+1<<minAlignShift)
+	}
 	return cfg
 }
 
@@ -533,5 +537,31 @@ func (m *allocModel) verifyAll() {
 	}
 	for c := 1; c <= m.n; c++ {
 		m.pageUse(c)
+		m.clock(c)
+	}
+}
+
+// clock checks that one revolution of class cls's hand, from wherever it
+// stands, visits exactly its live chunks, each once, and that Chunk names
+// their class.
+func (m *allocModel) clock(cls int) {
+	want := map[Ref]bool{}
+	for _, c := range m.live {
+		if c.cls == cls {
+			want[c.ref] = true
+			got, ok := m.a.Chunk(c.ref)
+			require.True(m.t, ok && got == cls, "Chunk(%#x) = %d, %v; class %d", uint32(c.ref), got, ok, cls)
+		}
+	}
+	if len(want) == 0 {
+		require.Zero(m.t, m.a.Clock(cls), "class %d has no chunk, the hand found one", cls)
+		return
+	}
+	seen := map[Ref]bool{}
+	for range want {
+		r := m.a.Clock(cls)
+		require.True(m.t, want[r], "class %d: the hand gave %#x, not a live chunk of it", cls, uint32(r))
+		require.False(m.t, seen[r], "class %d: %#x twice in one revolution", cls, uint32(r))
+		seen[r] = true
 	}
 }

@@ -303,3 +303,21 @@ func TestClock(t *testing.T) {
 	// Another class is untouched.
 	require.Zero(t, a.Clock(a.ClassFor(100)))
 }
+
+// TestChunk: Chunk names the class of a chunk's start and rejects anything
+// else (a ref read without a lock may be any number) without panicking.
+func TestChunk(t *testing.T) {
+	a := newTestAllocator(t, Config{Limit: 1 << 20, PageSize: 64 << 10, MinChunk: 96, Factor: 1.25})
+	cls := a.ClassFor(200)
+	r, ok := a.Alloc(cls)
+	require.True(t, ok)
+	got, ok := a.Chunk(r)
+	require.True(t, ok)
+	require.Equal(t, cls, got)
+	_, ok = a.Chunk(r + 1) // 8 bytes into the chunk
+	require.False(t, ok)
+	for _, bad := range []Ref{0, 1, 1 << 31, ^Ref(0), Ref(5) << a.unitBits} {
+		_, ok := a.Chunk(bad)
+		require.False(t, ok, "%#x", uint32(bad))
+	}
+}

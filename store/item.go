@@ -10,54 +10,64 @@ import (
 //
 //	off  size  field
 //	0    4     exp    expiry in store seconds, 0 = never
-//	4    4     time   last store or read bump, store seconds (memcached's it->time)
-//	8    3     vlen   value length for unchained items (below 2^23); the top
-//	                  bit of its last byte is "referenced" (see offRef)
-//	11   1     bits   item state, see below
-//	12   1     klen   key length
-//	13   8     cas    only when CAS is enabled (-C removes it, as in memcached)
+//	4    4     time   bits 0-29: last store or read bump, store seconds
+//	                  (memcached's it->time; 2^30 s is 34 years of uptime);
+//	                  bit 30: fetched; bit 31: referenced (see offRef)
+//	8    4     meta   bits 0-19: value length (vlenChained: chained);
+//	                  bits 20-23: state bits (bitFlags...); bits 24-31: key
+//	                  length, 0 in the raw chunks of a chained item
+//	12   8     cas    only when CAS is enabled (-C removes it, as in memcached)
 //	hdr  4     flags  client flags, only when non-zero
 //	...        key, then the value
 //
 // All of it is guarded by the lock of the item's shard. There are no LRU
 // links: eviction goes round the class's chunks with a clock hand (see
-// evictOne), which saves 8 bytes an item.
+// evictOne). Packing the state into spare bits of the time and the lengths
+// keeps the header at 20 bytes (12 with -C).
 //
 // An item whose size passes the largest chunk is chained: the head chunk
 // holds, after the key, the value length (4 bytes) and the refs of the other
 // chunks (4 bytes each), then the first part of the value. The other chunks
-// are raw: their first 4 bytes name the head, their bits byte has bitRaw,
-// and the value continues at rawHdr. All chunks of a chained item are of the
-// largest class, so the clock hand of that class frees whole chains.
+// are raw: their first 4 bytes name the head, their key length is 0 (a key
+// never is), and the value continues at rawHdr. All chunks of a chained
+// item are of the largest class, so the clock hand of that class frees
+// whole chains.
 const (
 	offExp   = 0
 	offTime  = 4
 	offVlen  = 8
-	offBits  = 11
-	offKlen  = 12
-	offCAS   = 13
-	baseHdr  = 13 // header without CAS
+	offBits  = 10 // state bits in the high nibble, the value length's top in the low
+	offKlen  = 11
+	offCAS   = 12
+	baseHdr  = 12 // header without CAS
 	rawHdr   = 12
 	flagsLen = 4
 
-	// offRef holds refBit: the item was read or stored in place since the
-	// clock hand last passed it, which gives it a second chance. An
-	// unchained item's value is smaller than a chunk (at most half a
-	// 1 MiB page, 2^19), so the length never reaches this bit.
-	offRef  = offVlen + 2
-	refBit  = 0x80
-	vlenMax = 1<<23 - 1
+	timeMask = 1<<30 - 1
+	// offRef is the time's top byte: fetchedBit, and refBit, set when the
+	// item is read or stored in place, cleared when the clock hand passes
+	// it, which gives it a second chance.
+	offRef     = offTime + 3
+	fetchedBit = 0x40
+	refBit     = 0x80
+
+	// vlenChained in the length field marks a chained item; its length
+	// follows the key. An unchained value is smaller than the largest
+	// chunk, at most 1 MiB (Config.ChunkMax), so it never reaches it.
+	vlenChained = 1<<20 - 1
 )
 
+// State bits of head.bits. The high nibble is stored as it is at offBits;
+// bitFetched lives in the time (fetchedBit) and bitChained is vlenChained.
 const (
-	bitFlags     = 1 << 0 // client flags stored after the header
-	bitFetched   = 1 << 1 // read at least once since stored
-	bitStale     = 1 << 2 // invalidated (meta I): served with X until replaced
-	bitTokenSent = 1 << 3 // a recache win token (W) was handed out
-	bitChained   = 1 << 4
-	bitLinked    = 1 << 5 // in the index and LRU
-	bitBinaryKey = 1 << 6 // stored with a base64 key (meta b): shown encoded
-	bitRaw       = 1 << 7 // a non-head chunk of a chained item
+	bitFetched   = 1 << 0 // read at least once since stored
+	bitChained   = 1 << 1
+	bitFlags     = 1 << 4 // client flags stored after the header
+	bitStale     = 1 << 5 // invalidated (meta I): served with X until replaced
+	bitTokenSent = 1 << 6 // a recache win token (W) was handed out
+	bitBinaryKey = 1 << 7 // stored with a base64 key (meta b): shown encoded
+
+	storedBits = 0xf0
 )
 
 // MaxKeyLen is memcached's key length limit.
@@ -122,13 +132,17 @@ type head struct {
 
 func (s *Store) readHead(r slab.Ref) head {
 	b := s.slab.Bytes(r, s.hdr)
+	tw := u32(b, offTime)
 	h := head{
 		exp:    u32(b, offExp),
-		time:   u32(b, offTime),
-		bits:   b[offBits],
+		time:   tw & timeMask,
+		bits:   b[offBits] & storedBits,
 		klen:   int(b[offKlen]),
 		keyOff: s.hdr,
-		vlen:   (int(b[offVlen]) | int(b[offVlen+1])<<8 | int(b[offVlen+2])<<16) & vlenMax,
+		vlen:   int(b[offVlen]) | int(b[offVlen+1])<<8 | int(b[offBits]&^storedBits)<<16,
+	}
+	if b[offRef]&fetchedBit != 0 {
+		h.bits |= bitFetched
 	}
 	if s.useCAS {
 		h.cas = binary.LittleEndian.Uint64(b[offCAS:])
@@ -137,7 +151,8 @@ func (s *Store) readHead(r slab.Ref) head {
 		h.flags = u32(s.slab.Bytes(r, s.hdr+flagsLen), s.hdr)
 		h.keyOff += flagsLen
 	}
-	if h.bits&bitChained != 0 {
+	if h.vlen == vlenChained {
+		h.bits |= bitChained
 		h.vlen = int(u32(s.slab.Bytes(r, h.keyOff+h.klen+4), h.keyOff+h.klen))
 	}
 	return h
@@ -153,9 +168,15 @@ func (s *Store) key(r slab.Ref) []byte {
 	return s.slab.Bytes(r, koff+int(b[offKlen]))[koff:]
 }
 
+// setBits sets and clears state bits; bitChained cannot be changed.
 func (s *Store) setBits(r slab.Ref, set, clear uint8) {
 	b := s.slab.Bytes(r, s.hdr)
-	b[offBits] = b[offBits]&^clear | set
+	b[offBits] = b[offBits]&^(clear&storedBits) | set&storedBits
+	if set&bitFetched != 0 {
+		b[offRef] |= fetchedBit
+	} else if clear&bitFetched != 0 {
+		b[offRef] &^= fetchedBit
+	}
 }
 
 // referenced tells whether item r was used since the clock hand passed it.
@@ -184,7 +205,7 @@ func (s *Store) setCAS(r slab.Ref, cas uint64) {
 func (s *Store) writeFields(refs []slab.Ref, l layout, key []byte, flags uint32, exp, now uint32, cas uint64) {
 	b := s.slab.Bytes(refs[0], l.valOff)
 	put32(b, offExp, exp)
-	put32(b, offTime, now)
+	put32(b, offTime, now&timeMask)
 	var bits uint8
 	if flags != 0 {
 		bits |= bitFlags
@@ -192,18 +213,17 @@ func (s *Store) writeFields(refs []slab.Ref, l layout, key []byte, flags uint32,
 	}
 	vl := l.vlen
 	if l.nchunks > 1 {
-		bits |= bitChained
-		vl = 0
+		vl = vlenChained
 		put32(b, l.chainOff, uint32(l.vlen))
 		for i, r := range refs[1:] {
 			put32(b, l.chainOff+4+4*i, uint32(r))
 			rb := s.slab.Bytes(r, rawHdr)
 			put32(rb, 0, uint32(refs[0]))
-			rb[offBits] = bitRaw
+			put32(rb, offVlen, 0) // key length 0: raw
 		}
 	}
-	b[offVlen], b[offVlen+1], b[offVlen+2] = byte(vl), byte(vl>>8), byte(vl>>16)
-	b[offBits] = bits
+	b[offVlen], b[offVlen+1] = byte(vl), byte(vl>>8)
+	b[offBits] = byte(vl>>16) | bits
 	b[offKlen] = byte(len(key))
 	if s.useCAS {
 		binary.LittleEndian.PutUint64(b[offCAS:], cas)

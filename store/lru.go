@@ -108,7 +108,7 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 		// A cheap look without the item's lock first: the chunk may be a
 		// raw part of a chained item, free, or being written.
 		b := s.slab.Bytes(r, s.hdr)
-		if b[offBits]&(bitRaw|bitLinked) != bitLinked || onlyExpired && !s.quickDead(b, now) {
+		if b[offKlen] == 0 || onlyExpired && !s.quickDead(b, now) {
 			continue
 		}
 		key, vs, h32, ok := s.racyOwner(r, kb[:])
@@ -223,16 +223,13 @@ func (s *Store) stealSource(dst int) int {
 // caller has locked already, or nil. It returns false only when the owner
 // is the item the caller's operation still needs, which must not be freed.
 func (s *Store) evictRef(r slab.Ref, held *shard) bool {
-	b := s.slab.Bytes(r, s.hdr)
-	if b[offBits]&bitRaw != 0 {
+	if b := s.slab.Bytes(r, s.hdr); b[offKlen] == 0 {
+		// A raw chunk of a chained item: free its head. The ref is read
+		// without a lock, so it is checked before it is followed.
 		r = slab.Ref(u32(b, 0))
-		if r == 0 {
+		if cls, ok := s.slab.Chunk(r); !ok || cls != s.largest {
 			return true
 		}
-		b = s.slab.Bytes(r, s.hdr)
-	}
-	if b[offBits]&bitLinked == 0 {
-		return true
 	}
 	var kb [MaxKeyLen]byte
 	key, vs, h32, ok := s.racyOwner(r, kb[:])

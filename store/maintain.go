@@ -58,7 +58,7 @@ func (s *Store) Crawl() int {
 			for _, r := range refs {
 				// A cheap look without the lock first; reap re-checks under it.
 				b := s.slab.Bytes(r, s.hdr)
-				if b[offBits]&(bitRaw|bitLinked) != bitLinked {
+				if b[offKlen] == 0 { // raw
 					continue
 				}
 				checked++
@@ -79,7 +79,7 @@ func (s *Store) Crawl() int {
 
 // quickDead reads only the fixed header, which is always inside the chunk.
 func (s *Store) quickDead(b []byte, now uint32) bool {
-	h := head{exp: u32(b, offExp), time: u32(b, offTime)}
+	h := head{exp: u32(b, offExp), time: u32(b, offTime) & timeMask}
 	if s.useCAS {
 		h.cas = uint64(u32(b, offCAS)) | uint64(u32(b, offCAS+4))<<32
 	}
@@ -225,7 +225,7 @@ func (s *Store) handAge(cls int, now uint32) uint32 {
 		return 0
 	}
 	b := s.slab.Bytes(r, s.hdr)
-	if t := u32(b, offTime); b[offBits]&(bitRaw|bitLinked) == bitLinked && t <= now {
+	if t := u32(b, offTime) & timeMask; b[offKlen] != 0 && t <= now {
 		return now - t
 	}
 	return 0

@@ -202,7 +202,7 @@ func (s *Store) Dump(cls, limit int, fn func(DumpEntry) bool) {
 			if limit != 0 && n >= limit {
 				return
 			}
-			if s.slab.Bytes(r, s.hdr)[offBits]&(bitRaw|bitLinked) != bitLinked {
+			if s.slab.Bytes(r, s.hdr)[offKlen] == 0 { // raw
 				continue
 			}
 			key, sh, h32, ok := s.racyOwner(r, kb[:])

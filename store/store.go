@@ -92,7 +92,7 @@ type Config struct {
 	// 64 KiB) while the memory limit would hold fewer than 512 pages.
 	PageSize int
 	// ChunkMax is the largest chunk in bytes (-o slab_chunk_max); larger
-	// items are chained. At most PageSize and below 16 MiB. Default PageSize/2.
+	// items are chained. At most PageSize and 1 MiB. Default PageSize/2.
 	ChunkMax int
 	// NoEvict makes a full cache answer ErrNoMemory instead of evicting (-M).
 	NoEvict bool
@@ -211,8 +211,9 @@ func New(cfg Config) (*Store, error) {
 	switch {
 	case cfg.ItemSizeMax < 1<<10 || cfg.ItemSizeMax > 1<<30:
 		return nil, fmt.Errorf("store: item size max %d is outside 1 KiB to 1 GiB", cfg.ItemSizeMax)
-	case cfg.ChunkMax >= 1<<24:
-		return nil, fmt.Errorf("store: chunk max %d must be below 16 MiB", cfg.ChunkMax)
+	case cfg.ChunkMax > 1<<20:
+		// An item's length field has 20 bits (see vlenChained).
+		return nil, fmt.Errorf("store: chunk max %d must be at most 1 MiB", cfg.ChunkMax)
 	case cfg.ChunkMin < 1:
 		return nil, fmt.Errorf("store: chunk min %d must be positive", cfg.ChunkMin)
 	}
@@ -466,7 +467,6 @@ func (s *Store) account(cls int, n, bytes int) {
 
 // release frees the chunks of an item that is no longer linked.
 func (s *Store) release(r slab.Ref, h *head) {
-	s.setBits(r, 0, bitLinked)
 	if h.bits&bitChained != 0 {
 		chain := s.chain(r, h)
 		for i := 0; i < len(chain); i += 4 {
@@ -487,7 +487,6 @@ func (s *Store) link(sh *shard, slot int, old slab.Ref, oh *head, r slab.Ref, h3
 			s.trackSize(oh, -1)
 		}
 	}
-	s.setBits(r, bitLinked, 0)
 	if old != 0 {
 		sh.ix.slots[slot] = entry(h32, r)
 		if ocls := s.slab.ClassOf(old); ocls == cls {
@@ -526,7 +525,7 @@ func (s *Store) refresh(r slab.Ref, h *head, now uint32) {
 		b[offRef] |= refBit
 	}
 	if now-h.time >= bumpInterval {
-		put32(b, offTime, now)
+		put32(b, offTime, now&timeMask|u32(b, offTime)&^timeMask)
 	}
 }
 
@@ -766,7 +765,7 @@ func (s *Store) overwrite(sh *shard, r slab.Ref, cls int, oh *head, l layout, ke
 	s.writeFields(refs, l, key, flags, exp, now, cas)
 	w := valueWriter{s: s, refs: refs, l: l}
 	w.write(value)
-	s.setBits(r, bits|bitLinked, 0)
+	s.setBits(r, bits, 0)
 	if s.sizes != nil {
 		h := s.readHead(r)
 		s.trackSize(&h, 1)

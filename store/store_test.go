@@ -236,7 +236,7 @@ func TestReassign(t *testing.T) {
 	small := bytes.Repeat([]byte("s"), 50)
 	big := bytes.Repeat([]byte("B"), 3000)
 	for i := 0; i < 10000; i++ {
-		_, err := s.Set([]byte(fmt.Sprintf("s%d", i)), small, SetOptions{})
+		_, err := s.Set([]byte(fmt.Sprintf("s%04d", i)), small, SetOptions{})
 		require.NoError(t, err)
 	}
 	src := s.slab.ClassFor(s.hdr + 5 + 50)
@@ -257,7 +257,7 @@ func TestReassign(t *testing.T) {
 
 	present := 0
 	for i := 0; i < 10000; i++ {
-		v, err := peekValue(s, fmt.Sprintf("s%d", i))
+		v, err := peekValue(s, fmt.Sprintf("s%04d", i))
 		if err == nil {
 			require.Equal(t, small, v)
 			present++
@@ -691,4 +691,61 @@ func TestPrefetch(t *testing.T) {
 		require.NoError(t, s.Get(k, GetOptions{}, func(it Item) { got = it.AppendValue(nil) }))
 		require.Equal(t, k, got)
 	}
+}
+
+// TestHeaderPacking: the state bits, the referenced mark and the time share
+// words of the header, and the value length borders the chained mark;
+// writing one must not disturb the others, at the lengths' edges too.
+func TestHeaderPacking(t *testing.T) {
+	clk := NewClock()
+	s := newTestStore(t, Config{MemoryLimit: 16 << 20, Clock: clk})
+	key := []byte("packed")
+	_, err := s.Set(key, bytes.Repeat([]byte("v"), 100), SetOptions{Flags: 0xdeadbeef, BinaryKey: true})
+	require.NoError(t, err)
+	r := refOf(t, s, "packed")
+	h := s.readHead(r)
+	require.Equal(t, uint8(bitFlags|bitBinaryKey), h.bits)
+	require.Equal(t, uint32(0xdeadbeef), h.flags)
+	require.Equal(t, 100, h.vlen)
+	require.Equal(t, len(key), h.klen)
+	require.False(t, s.referenced(r))
+
+	clk.Advance(bumpInterval)
+	_, err = getValue(s, "packed")
+	require.NoError(t, err)
+	h = s.readHead(r)
+	require.Equal(t, uint8(bitFlags|bitBinaryKey|bitFetched), h.bits)
+	require.Equal(t, s.now(), h.time, "bumped")
+	require.True(t, s.referenced(r))
+	s.setRef(r, false)
+	s.setBits(r, bitStale|bitTokenSent, 0)
+	h = s.readHead(r)
+	require.Equal(t, uint8(bitFlags|bitBinaryKey|bitFetched|bitStale|bitTokenSent), h.bits)
+	require.Equal(t, s.now(), h.time)
+	require.Equal(t, 100, h.vlen)
+	s.setBits(r, 0, bitFetched|bitTokenSent)
+	h = s.readHead(r)
+	require.Equal(t, uint8(bitFlags|bitBinaryKey|bitStale), h.bits)
+	require.Equal(t, 100, h.vlen)
+
+	// The longest value a chunk holds unchained, and one byte more, with
+	// the default chunk and with the largest, 1 MiB.
+	big := newTestStore(t, Config{MemoryLimit: 16 << 20, PageSize: 1 << 20, ChunkMax: 1 << 20,
+		ItemSizeMax: 8 << 20})
+	for _, s := range []*Store{s, big} {
+		most := s.chunkMax - s.hdr - flagsLen - len(key)
+		for _, n := range []int{most, most + 1, 3 * s.chunkMax} {
+			v := bytes.Repeat([]byte{byte(n)}, n)
+			_, err := s.Set(key, v, SetOptions{Flags: 7})
+			require.NoError(t, err)
+			h := s.readHead(refOf(t, s, "packed"))
+			require.Equal(t, n, h.vlen)
+			require.Equal(t, n > most, h.bits&bitChained != 0, "length %d", n)
+			got, err := getValue(s, "packed")
+			require.NoError(t, err)
+			require.Equal(t, v, got)
+		}
+	}
+	_, err = New(Config{ChunkMax: 2 << 20, PageSize: 4 << 20})
+	require.ErrorContains(t, err, "at most 1 MiB")
 }
