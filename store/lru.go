@@ -35,11 +35,17 @@ type lru struct {
 	_ [64]byte
 }
 
-// evictSearch bounds the chunks one eviction looks at: enough to pass over
-// a run of referenced or locked items, few enough to stay O(1). The last
-// one it looks at is evicted even if referenced, so that a class whose
-// items are all in use still evicts (in the hand's order, as FIFO would).
-const evictSearch = 32
+// evictSearch bounds the items one eviction looks at under their locks:
+// enough to pass over a run of referenced ones, few enough to stay O(1).
+// The last one is evicted even if referenced, so that a class whose items
+// are all in use still evicts (in the hand's order, as FIFO would).
+// evictVisits bounds the chunks the hand passes meanwhile: the raw chunks
+// of chained items (a 1 MiB value in 32 KiB chunks has 32) and items it
+// cannot lock at once are passed over without counting as looked at.
+const (
+	evictSearch = 32
+	evictVisits = 64 * evictSearch
+)
 
 // allocChunk takes one chunk of class cls, evicting from that class's LRU
 // tail when memory is full, and taking a page from another class when the
@@ -100,7 +106,11 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var kb [MaxKeyLen]byte
-	for i := 0; i < evictSearch; i++ {
+	// One revolution at most: a small class whose items are all locked
+	// by other connections is not worth going round again and again.
+	maxVisits := min(evictVisits, int(s.slab.Stats(cls).UsedChunks)+1)
+	looked := 0
+	for visits := 0; visits < maxVisits && looked < evictSearch; visits++ {
 		r := s.slab.Clock(cls)
 		if r == 0 {
 			return false, false
@@ -125,15 +135,17 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 		// Now that vs is locked: r must be the item of its key, and its
 		// header is read again.
 		slot, found := s.find(vs, key, h32)
-		var h head
-		dead := false
-		if found == r {
-			h = s.readHead(r)
-			dead = expired(&h, now) || s.isFlushed(&h, now)
+		if found != r {
+			if vs != sh {
+				vs.mu.Unlock()
+			}
+			continue
 		}
-		if found != r || onlyExpired && !dead ||
-			!dead && i < evictSearch-1 && s.referenced(r) {
-			if found == r && !dead {
+		looked++
+		h := s.readHead(r)
+		dead := expired(&h, now) || s.isFlushed(&h, now)
+		if onlyExpired && !dead || !dead && looked < evictSearch && s.referenced(r) {
+			if !onlyExpired {
 				s.setRef(r, false) // second chance: evicted next time round
 			}
 			if vs != sh {

@@ -128,13 +128,19 @@ func (s *Store) racyOwner(r slab.Ref, buf []byte) ([]byte, *shard, uint32, bool)
 }
 
 func (s *Store) racyKey(r slab.Ref, buf []byte) ([]byte, bool) {
+	// The chunk's page may have moved to another class since r was found:
+	// its class now, and r's alignment in it, bound what may be read.
+	cls, ok := s.slab.Chunk(r)
+	if !ok {
+		return nil, false
+	}
 	b := s.slab.Bytes(r, s.hdr)
 	koff := s.hdr
 	if b[offBits]&bitFlags != 0 {
 		koff += flagsLen
 	}
 	klen := int(b[offKlen])
-	if klen == 0 || klen > MaxKeyLen || koff+klen > s.slab.ChunkSize(s.slab.ClassOf(r)) {
+	if klen == 0 || klen > MaxKeyLen || koff+klen > s.slab.ChunkSize(cls) {
 		return nil, false
 	}
 	return buf[:copy(buf[:klen], s.slab.Bytes(r, koff+klen)[koff:])], true
@@ -225,6 +231,13 @@ func (s *Store) handAge(cls int, now uint32) uint32 {
 		return 0
 	}
 	b := s.slab.Bytes(r, s.hdr)
+	if b[offKlen] == 0 { // a raw chunk: its head's age
+		h := slab.Ref(u32(b, 0))
+		if c, ok := s.slab.Chunk(h); !ok || c != cls {
+			return 0
+		}
+		b = s.slab.Bytes(h, s.hdr)
+	}
 	if t := u32(b, offTime) & timeMask; b[offKlen] != 0 && t <= now {
 		return now - t
 	}

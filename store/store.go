@@ -206,7 +206,7 @@ func New(cfg Config) (*Store, error) {
 		cfg.PageSize = defaultPageSize(cfg.MemoryLimit, cfg.ChunkMax)
 	}
 	if cfg.ChunkMax == 0 {
-		cfg.ChunkMax = cfg.PageSize / 2
+		cfg.ChunkMax = min(cfg.PageSize/2, 1<<20)
 	}
 	switch {
 	case cfg.ItemSizeMax < 1<<10 || cfg.ItemSizeMax > 1<<30:
