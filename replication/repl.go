@@ -303,15 +303,17 @@ func (r *Replicator) progress() uint64 {
 	return a[len(a)-r.need]
 }
 
-// decided tells whether the wait for seq is over: with nil when seq meets
-// the ack rule, with ErrQuorum when too few peers are connected under
-// quorum for it ever to.
-func (r *Replicator) decided(seq uint64) (bool, error) {
-	if r.progress() >= seq {
-		return true, nil
-	}
+// verdict is what the links say now about the writes waiting for acks:
+// taken once and applied to every waiter (recheck), not once per waiter.
+type verdict struct {
+	progress uint64 // every write up to it meets the rule
+	refuse   bool   // under quorum, too few peers connected for more to
+}
+
+func (r *Replicator) verdict() verdict {
+	v := verdict{progress: r.progress()}
 	if r.cfg.Ack == AckAll {
-		return false, nil
+		return v
 	}
 	streaming := 0 // may still ack (a resyncing one once its mark is back)
 	for _, l := range r.links {
@@ -319,11 +321,29 @@ func (r *Replicator) decided(seq uint64) (bool, error) {
 			streaming++
 		}
 	}
-	if streaming < r.need {
-		r.refused.Add(1)
+	v.refuse = streaming < r.need
+	return v
+}
+
+// decide tells whether the wait for seq is over: with nil when seq meets
+// the ack rule, with ErrQuorum when too few peers are connected under
+// quorum for it ever to. It counts nothing: whoever delivers ErrQuorum
+// counts the refusal (refusedIf), once.
+func (v verdict) decide(seq uint64) (bool, error) {
+	if v.progress >= seq {
+		return true, nil
+	}
+	if v.refuse {
 		return true, ErrQuorum
 	}
 	return false, nil
+}
+
+// refusedIf counts a write answered with err if err refuses it.
+func (r *Replicator) refusedIf(err error) {
+	if err != nil {
+		r.refused.Add(1)
+	}
 }
 
 // timedOut marks the peers that did not ack seq in time out of sync and

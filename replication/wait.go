@@ -29,7 +29,8 @@ func (r *Replicator) Await(seq uint64, a Acker) (bool, error) {
 	if r.cfg.Ack == AckAsync {
 		return true, nil
 	}
-	if done, err := r.decided(seq); done {
+	if done, err := r.verdict().decide(seq); done {
+		r.refusedIf(err)
 		return true, err
 	}
 	r.wmu.Lock()
@@ -40,7 +41,8 @@ func (r *Replicator) Await(seq uint64, a Acker) (bool, error) {
 	// An ack that came between the look above and the registration found
 	// no waiter to complete: look again. Whoever takes a off the list
 	// calls it, so it is called once.
-	if done, err := r.decided(seq); done && r.unregister(a) {
+	if done, err := r.verdict().decide(seq); done && r.unregister(a) {
+		r.refusedIf(err)
 		return true, err
 	}
 	return false, nil
@@ -120,7 +122,14 @@ func (r *Replicator) acked() {
 // recheck completes the waiters whose writes are decided now that a peer's
 // state changed (out of sync, or gone), since what the rule asks for did
 // too.
-func (r *Replicator) recheck() { r.complete(r.decided) }
+func (r *Replicator) recheck() {
+	v := r.verdict()
+	r.complete(func(seq uint64) (bool, error) {
+		done, err := v.decide(seq)
+		r.refusedIf(err)
+		return done, err
+	})
+}
 
 // finishAll completes every waiter with err: replication is stopping.
 func (r *Replicator) finishAll(err error) {
