@@ -125,9 +125,10 @@ func (c *conn) wrote(mark int, b *binRequest) {
 func (c *conn) hold() bool {
 	if c.udp || c.fd < 0 {
 		// A datagram is answered in one piece, by its own goroutine.
-		if len(c.replMarks) > 0 {
-			err := c.s.repl.Wait(c.replMarks[len(c.replMarks)-1].seq)
-			c.out, c.replOut = c.rewrite(c.out, c.replMarks, nil, err, c.replOut)
+		if n := len(c.replMarks); n > 0 {
+			seq := c.replMarks[n-1].seq
+			err := c.s.repl.Wait(seq)
+			c.out, c.replOut = c.settle(c.out, c.replMarks, n, seq, err, c.replOut)
 			c.replMarks = c.replMarks[:0]
 		}
 		return false
@@ -197,16 +198,7 @@ func (c *conn) advance(seq uint64, err error) (stuck bool) {
 			n++
 		}
 		if n > 0 {
-			// The error of the newest write need not be the older ones':
-			// those the ack rule was met for when it failed stand.
-			k := 0
-			if err != nil {
-				for k < n && h.marks[k].seq < seq && c.s.repl.Met(h.marks[k].seq) {
-					k++
-				}
-				h.out, h.spare = c.rewrite(h.out, h.marks[:k], h.marks[k:], nil, h.spare)
-			}
-			h.out, h.spare = c.rewrite(h.out, h.marks[k:n], h.marks[n:], err, h.spare)
+			h.out, h.spare = c.settle(h.out, h.marks, n, seq, err, h.spare)
 			h.marks = h.marks[:copy(h.marks, h.marks[n:])]
 		}
 		ready := len(h.out)
@@ -328,6 +320,21 @@ func (c *conn) dropLocked() {
 	if h.active.Load() {
 		c.release()
 	}
+}
+
+// settle rewrites the replies of the writes at marks[:n], decided up to seq
+// with err, in out; marks[n:] follow them. The error of the newest write
+// need not be the older ones': those the ack rule was met for when it
+// failed stand. A connection and a UDP datagram settle alike.
+func (c *conn) settle(out []byte, marks []replMark, n int, seq uint64, err error, spare []byte) ([]byte, []byte) {
+	k := 0
+	if err != nil {
+		for k < n && marks[k].seq < seq && c.s.repl.Met(marks[k].seq) {
+			k++
+		}
+		out, spare = c.rewrite(out, marks[:k], marks[k:], nil, spare)
+	}
+	return c.rewrite(out, marks[k:n], marks[n:], err, spare)
 }
 
 // rewrite replaces the replies of the writes at marks (decided with err)
