@@ -235,10 +235,11 @@ func (s *Store) stealSource(dst int) int {
 // caller has locked already, or nil. It returns false only when the owner
 // is the item the caller's operation still needs, which must not be freed.
 func (s *Store) evictRef(r slab.Ref, held *shard) bool {
+	raw := slab.Ref(0)
 	if b := s.slab.Bytes(r, s.hdr); b[offKlen] == 0 {
 		// A raw chunk of a chained item: free its head. The ref is read
 		// without a lock, so it is checked before it is followed.
-		r = slab.Ref(u32(b, 0))
+		raw, r = r, slab.Ref(u32(b, 0))
 		if cls, ok := s.slab.Chunk(r); !ok || cls != s.largest {
 			return true
 		}
@@ -259,7 +260,26 @@ func (s *Store) evictRef(r slab.Ref, held *shard) bool {
 		return true
 	}
 	h := s.readHead(r)
+	if raw != 0 && !s.inChain(r, &h, raw) {
+		// The head named by a chunk that was raw once and is being reused:
+		// another item's now. Its new owner frees or links it.
+		return true
+	}
 	s.remove(vs, slot, r, &h)
 	s.moveEvict.Add(1)
 	return true
+}
+
+// inChain tells whether raw is one of the chunks of item r. sh.mu held.
+func (s *Store) inChain(r slab.Ref, h *head, raw slab.Ref) bool {
+	if h.bits&bitChained == 0 {
+		return false
+	}
+	chain := s.chain(r, h)
+	for i := 0; i < len(chain); i += 4 {
+		if slab.Ref(u32(chain, i)) == raw {
+			return true
+		}
+	}
+	return false
 }

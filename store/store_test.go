@@ -797,3 +797,33 @@ func TestHeaderPacking(t *testing.T) {
 	_, err = New(Config{ChunkMax: 2 << 20, PageSize: 4 << 20})
 	require.ErrorContains(t, err, "at most 1 MiB")
 }
+
+// TestEvictRefStaleRaw: a chunk that still looks raw (it was part of a
+// chain, and its new owner has not written it yet) names a head that now
+// belongs to another item: emptying its page must not evict that item. A
+// real raw chunk still frees its own item.
+func TestEvictRefStaleRaw(t *testing.T) {
+	s := newTestStore(t, Config{MemoryLimit: 16 << 20, PageSize: 64 << 10, ItemSizeMax: 1 << 20})
+	val := bytes.Repeat([]byte("b"), 3*s.chunkMax)
+	for _, k := range []string{"a", "b"} {
+		_, err := s.Set([]byte(k), val, SetOptions{})
+		require.NoError(t, err)
+	}
+	ra, rb := refOf(t, s, "a"), refOf(t, s, "b")
+	ha := s.readHead(ra)
+	require.NotZero(t, ha.bits&bitChained)
+	stale, ok := s.slab.Alloc(s.largest)
+	require.True(t, ok)
+	b := s.slab.Bytes(stale, rawHdr)
+	put32(b, 0, uint32(rb)) // names b's head, but is not in b's chain
+	put32(b, offVlen, 0)
+	require.True(t, s.evictRef(stale, nil))
+	_, err := peekValue(s, "b")
+	require.NoError(t, err, "an item evicted for a chunk that is not its own")
+
+	own := slab.Ref(u32(s.chain(ra, &ha), 0)) // a's first raw chunk
+	require.True(t, s.evictRef(own, nil))
+	_, err = peekValue(s, "a")
+	require.ErrorIs(t, err, ErrNotFound, "a real raw chunk frees its item")
+	s.slab.Free(stale)
+}
