@@ -159,12 +159,7 @@ func (l *link) run() {
 				l.r.logf("peer %s: %v (retrying)", l.addr, msg)
 				last = msg
 			}
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-l.r.ctx.Done():
-				t.Stop()
-			}
+			l.r.pause(backoff) // the loop ends if it closed
 			backoff = min(backoff*2, backoffMax)
 			continue
 		}

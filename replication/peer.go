@@ -35,11 +35,7 @@ func (r *Replicator) accept() {
 			// reconnect to this node.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			r.logf("accept: %v (retrying in %v)", err, backoff)
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-r.ctx.Done():
-				t.Stop()
+			if !r.pause(backoff) {
 				return
 			}
 			continue
@@ -50,6 +46,19 @@ func (r *Replicator) accept() {
 			defer r.wg.Done()
 			r.serveInbound(conn)
 		}()
+	}
+}
+
+// pause waits for d, or less if the replicator closes: then it reports
+// false.
+func (r *Replicator) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.ctx.Done():
+		return false
 	}
 }
 
