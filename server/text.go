@@ -270,8 +270,9 @@ func parseClassID(b []byte) (int, bool) {
 	return n, err == nil
 }
 
-// lru answers memcached's LRU tuning commands. Tandem's LRU is flat, so
-// valid settings are accepted and have no effect.
+// lru answers memcached's LRU tuning commands. Tandem evicts with one clock
+// per class, not segmented LRUs, so valid settings are accepted and have
+// no effect.
 func (c *conn) lru() {
 	a := c.req.Args
 	switch {
