@@ -118,6 +118,19 @@ func (s *Store) plan(klen int, flags uint32, vlen int) (layout, int) {
 	return l, s.largest
 }
 
+// isRaw tells whether the header b is a raw chunk of a chained item: its
+// key length is 0, which a key never is.
+func isRaw(b []byte) bool { return b[offKlen] == 0 }
+
+// rawHead is the head named by the raw chunk b, read without a lock: it is
+// checked to be a chunk of the largest class, where every chain lies,
+// before anyone follows it.
+func (s *Store) rawHead(b []byte) (slab.Ref, bool) {
+	h := slab.Ref(u32(b, 0))
+	cls, ok := s.slab.Chunk(h)
+	return h, ok && cls == s.largest
+}
+
 // head is a decoded view of an item header. It is a copy: changing it does
 // not change the item.
 type head struct {

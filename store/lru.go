@@ -118,7 +118,7 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 		// A cheap look without the item's lock first: the chunk may be a
 		// raw part of a chained item, free, or being written.
 		b := s.slab.Bytes(r, s.hdr)
-		if b[offKlen] == 0 || onlyExpired && !s.quickDead(b, now) {
+		if isRaw(b) || onlyExpired && !s.quickDead(b, now) {
 			continue
 		}
 		key, vs, h32, ok := s.racyOwner(r, kb[:])
@@ -144,7 +144,7 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 		looked++
 		h := s.readHead(r)
 		dead := expired(&h, now) || s.isFlushed(&h, now)
-		if onlyExpired && !dead || !dead && looked < evictSearch && s.referenced(r) {
+		if !dead && (onlyExpired || looked < evictSearch && s.referenced(r)) {
 			if !onlyExpired {
 				s.setRef(r, false) // second chance: evicted next time round
 			}
@@ -236,13 +236,12 @@ func (s *Store) stealSource(dst int) int {
 // is the item the caller's operation still needs, which must not be freed.
 func (s *Store) evictRef(r slab.Ref, held *shard) bool {
 	raw := slab.Ref(0)
-	if b := s.slab.Bytes(r, s.hdr); b[offKlen] == 0 {
-		// A raw chunk of a chained item: free its head. The ref is read
-		// without a lock, so it is checked before it is followed.
-		raw, r = r, slab.Ref(u32(b, 0))
-		if cls, ok := s.slab.Chunk(r); !ok || cls != s.largest {
+	if b := s.slab.Bytes(r, s.hdr); isRaw(b) { // free its head
+		h, ok := s.rawHead(b)
+		if !ok {
 			return true
 		}
+		raw, r = r, h
 	}
 	var kb [MaxKeyLen]byte
 	key, vs, h32, ok := s.racyOwner(r, kb[:])

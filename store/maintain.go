@@ -58,7 +58,7 @@ func (s *Store) Crawl() int {
 			for _, r := range refs {
 				// A cheap look without the lock first; reap re-checks under it.
 				b := s.slab.Bytes(r, s.hdr)
-				if b[offKlen] == 0 { // raw
+				if isRaw(b) {
 					continue
 				}
 				checked++
@@ -90,16 +90,11 @@ func (s *Store) quickDead(b []byte, now uint32) bool {
 // key and dead.
 func (s *Store) reap(r slab.Ref, now uint32) bool {
 	var kb [MaxKeyLen]byte
-	key, sh, h32, ok := s.racyOwner(r, kb[:])
+	sh, slot, _, ok := s.lockOwner(r, kb[:])
 	if !ok {
 		return false
 	}
-	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	slot, found := s.find(sh, key, h32)
-	if found != r {
-		return false
-	}
 	h := s.readHead(r)
 	if !expired(&h, now) && !s.isFlushed(&h, now) {
 		return false
@@ -112,6 +107,24 @@ func (s *Store) reap(r slab.Ref, now uint32) bool {
 	}
 	s.remove(sh, slot, r, &h)
 	return true
+}
+
+// lockOwner finds the item in chunk r, which the caller found without a
+// lock: it copies the key (racyOwner), locks the key's shard and checks
+// that the key's slot holds r. It returns the locked shard, the slot and
+// the key (in buf), or false with no lock held.
+func (s *Store) lockOwner(r slab.Ref, buf []byte) (*shard, int, []byte, bool) {
+	key, sh, h32, ok := s.racyOwner(r, buf)
+	if !ok {
+		return nil, 0, nil, false
+	}
+	sh.mu.Lock()
+	slot, found := s.find(sh, key, h32)
+	if found != r {
+		sh.mu.Unlock()
+		return nil, 0, nil, false
+	}
+	return sh, slot, key, true
 }
 
 // racyOwner copies the key of the item in chunk r into buf without a lock
@@ -231,14 +244,14 @@ func (s *Store) handAge(cls int, now uint32) uint32 {
 		return 0
 	}
 	b := s.slab.Bytes(r, s.hdr)
-	if b[offKlen] == 0 { // a raw chunk: its head's age
-		h := slab.Ref(u32(b, 0))
-		if c, ok := s.slab.Chunk(h); !ok || c != cls {
+	if isRaw(b) { // its head's age
+		h, ok := s.rawHead(b)
+		if !ok {
 			return 0
 		}
 		b = s.slab.Bytes(h, s.hdr)
 	}
-	if t := u32(b, offTime) & timeMask; b[offKlen] != 0 && t <= now {
+	if t := u32(b, offTime) & timeMask; !isRaw(b) && t <= now {
 		return now - t
 	}
 	return 0

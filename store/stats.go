@@ -113,11 +113,10 @@ func (s *Store) classStats(cls int) ClassStats {
 		FreeChunks:    sl.FreeChunks,
 		FreeChunksEnd: sl.FreeChunksEnd,
 	}
-	now := s.now()
+	cs.Age = int64(s.handAge(cls, s.now())) // not under l.mu: it walks bitmaps
 	l := &s.lrus[cls]
 	l.mu.Lock()
 	cs.Number, cs.MemRequested = l.count, l.bytes
-	cs.Age = int64(s.handAge(cls, now))
 	cs.Evicted, cs.EvictedNonzero, cs.EvictedUnfetched = l.evicted, l.evictedNonzero, l.evictedUnfetched
 	cs.EvictedTime = int64(l.evictedTime)
 	cs.OutOfMemory, cs.Reclaimed, cs.ExpiredUnfetched = l.outOfMemory, l.reclaimed, l.expiredUnfetched
@@ -202,16 +201,8 @@ func (s *Store) Dump(cls, limit int, fn func(DumpEntry) bool) {
 			if limit != 0 && n >= limit {
 				return
 			}
-			if s.slab.Bytes(r, s.hdr)[offKlen] == 0 { // raw
-				continue
-			}
-			key, sh, h32, ok := s.racyOwner(r, kb[:])
+			sh, _, key, ok := s.lockOwner(r, kb[:])
 			if !ok {
-				continue
-			}
-			sh.mu.Lock()
-			if _, found := s.find(sh, key, h32); found != r {
-				sh.mu.Unlock()
 				continue
 			}
 			h := s.readHead(r)

@@ -771,13 +771,10 @@ func (s *Store) overwrite(sh *shard, r slab.Ref, cls int, oh *head, l layout, ke
 		s.trackSize(&h, 1)
 	}
 	s.setRef(r, true)
-	lr := &s.lrus[cls]
 	if d := l.size() - oldSize; d != 0 {
-		lr.mu.Lock()
-		lr.bytes += int64(d)
-		lr.mu.Unlock()
+		s.account(cls, 0, d)
 	}
-	lr.cmdSet.Add(1)
+	s.lrus[cls].cmdSet.Add(1)
 	sh.c.totalItems++
 }
 
