@@ -54,12 +54,10 @@ type conn struct {
 	metaHit func(store.Item)
 	withCAS bool
 
-	// Replication (see repl.go): whether it is on, where the writes'
-	// replies are in out, and the replies held for the peers' acks.
-	replicated bool
-	replMarks  []replMark
-	replOut    []byte
-	held       held
+	// Replication (see repl.go): where the writes' replies are in out,
+	// and the replies held for the peers' acks.
+	replMarks []replMark
+	held      held
 	// casWrote is the CAS a compare-and-swap just stored, so that the
 	// reply can become EXISTS if a peer overrules it (see repl.go).
 	casWrote uint64
@@ -70,7 +68,6 @@ func newConn(s *Server, nc netpoll.Connection) *conn {
 	if f, ok := nc.(interface{ Fd() int }); ok {
 		c.fd = f.Fd()
 	}
-	c.replicated = s.repl != nil
 	c.held.idle.L = &c.held.mu
 	c.hit = c.appendHit
 	c.metaHit = c.appendMetaHit
@@ -106,7 +103,7 @@ func (c *conn) serve() {
 		c.flush()
 		_ = r.Release()
 		if c.closing {
-			if c.replicated {
+			if c.s.repl != nil {
 				c.waitHeld() // the replies before a quit are owed
 			}
 			c.nc.Close()
@@ -311,7 +308,7 @@ func (c *conn) storageFlags() uint32 {
 // its side, as "nc -N" does), while memcached still answers such a client.
 // netpoll's writer is used only to wait when the socket buffer is full.
 func (c *conn) flush() {
-	if c.replicated && c.hold() {
+	if c.s.repl != nil && c.hold() {
 		return
 	}
 	if len(c.out) == 0 || c.udp {

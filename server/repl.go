@@ -128,7 +128,8 @@ func (c *conn) hold() bool {
 		if n := len(c.replMarks); n > 0 {
 			seq := c.replMarks[n-1].seq
 			err := c.s.repl.Wait(seq)
-			c.out, c.replOut = c.settle(c.out, c.replMarks, n, seq, err, c.replOut)
+			// held is never used by a socketless connection: its spare is free.
+			c.out, c.held.spare = c.settle(c.out, c.replMarks, n, seq, err, c.held.spare)
 			c.replMarks = c.replMarks[:0]
 		}
 		return false
@@ -166,8 +167,7 @@ func (c *conn) hold() bool {
 		return true
 	}
 	h.active.Store(true)
-	h.mu.Unlock()
-	if c.advance(0, nil) {
+	if c.advanceLocked(0, nil) {
 		go c.drain()
 	}
 	return true
@@ -186,9 +186,14 @@ func (c *conn) Acked(seq uint64, err error) {
 // handler that made it active, then whoever the replicator calls back. It
 // reports true when the socket is full: the caller must start drain.
 func (c *conn) advance(seq uint64, err error) (stuck bool) {
+	c.held.mu.Lock()
+	return c.advanceLocked(seq, err)
+}
+
+// advanceLocked is advance with c.held.mu held; it releases it.
+func (c *conn) advanceLocked(seq uint64, err error) (stuck bool) {
 	h := &c.held
 	for {
-		h.mu.Lock()
 		if h.closed {
 			h.mu.Unlock()
 			return false
@@ -236,6 +241,7 @@ func (c *conn) advance(seq uint64, err error) (stuck bool) {
 			return false // Acked goes on
 		}
 		seq, err = next, e
+		h.mu.Lock()
 	}
 }
 

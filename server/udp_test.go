@@ -121,12 +121,7 @@ func binaryUDP(opcode uint8, key, value string) string {
 	if opcode == protocol.OpSet {
 		extras = make([]byte, 8)
 	}
-	b := make([]byte, 24, 24+len(extras)+len(key)+len(value))
-	b[0], b[1] = 0x80, opcode
-	binary.BigEndian.PutUint16(b[2:], uint16(len(key)))
-	b[4] = byte(len(extras))
-	binary.BigEndian.PutUint32(b[8:], uint32(len(extras)+len(key)+len(value)))
-	return string(append(append(append(b, extras...), key...), value...))
+	return string(binPkt(opcode, key, extras, value, 0))
 }
 
 // TestUDPBinaryGet: a binary get is a retrieval too: its reply may be larger
