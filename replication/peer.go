@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/tandemcache/tandem/store"
 )
 
 // inbound is the receiving side of a peer's link: it applies the peer's
@@ -146,6 +149,24 @@ func (r *Replicator) listenHandshake(conn net.Conn, br *bufio.Reader, c *codecs)
 // ackEvery bounds the frames applied between two acks.
 const ackEvery = 64
 
+// receiver is the state of one inbound link while it applies frames.
+type receiver struct {
+	r       *Replicator
+	conn    net.Conn
+	in      *inbound
+	out     []byte
+	nack    []byte // nacks not yet sent
+	lastSeq uint64
+	acked   uint64
+	unacked int // frames applied since the last ack
+	// A batch of frames decoded where they lie in the read buffer, so that
+	// their index slots and items can be prefetched before any is applied:
+	// the lookups' cache misses were 40% of a peer's CPU.
+	batch [store.PrefetchMax]frame
+	vals  [store.PrefetchMax][]byte
+	keys  [store.PrefetchMax][]byte
+}
+
 // receive applies frames until the link ends, acking whenever it has
 // caught up with what was sent: one ack covers a whole batch.
 func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inbound) error {
@@ -153,15 +174,33 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 		f       frame
 		hdr     []byte
 		val     []byte
-		out     []byte
-		nack    []byte // nacks not yet sent
-		lastSeq uint64
-		acked   uint64
-		unacked int // frames applied since the last ack
 		itemMax = r.st.ItemSizeMax()
 		err     error
 	)
+	rc := &receiver{r: r, conn: conn, in: in}
 	for {
+		buffered, _ := br.Peek(br.Buffered())
+		if n, used := rc.peekBatch(buffered, itemMax); n > 0 {
+			keys := rc.keys[:0]
+			for i := range n {
+				keys = append(keys, rc.batch[i].Key)
+			}
+			if n > 1 {
+				r.st.Prefetch(keys)
+			}
+			for i := range n {
+				if err := rc.apply(&rc.batch[i], rc.vals[i]); err != nil {
+					return err
+				}
+			}
+			_, _ = br.Discard(used) // the values lay in the buffer until now
+			if err := rc.ackIf(br.Buffered() == 0 || rc.unacked >= ackEvery, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		// Anything else, one frame at a time: a frame not wholly buffered,
+		// a mark or a flush, and any frame in error, which ends the link.
 		f = frame{Key: f.Key[:0]} // a short array must not inherit the last frame's fields; the key's buffer is reused
 		hdr, err = c.readMsg(br, hdr, maxHeader, &f)
 		if err != nil {
@@ -170,10 +209,7 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 		if err := checkFrame(&f, itemMax); err != nil {
 			return err
 		}
-		// The clock follows every version it sees (a mark carries 0).
-		r.clk.observe(f.CAS)
-		switch f.Op {
-		case opSet:
+		if f.Op == opSet {
 			if cap(val) < int(f.VLen) {
 				val = make([]byte, f.VLen)
 			}
@@ -181,54 +217,106 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 			if _, err := io.ReadFull(br, val); err != nil {
 				return err
 			}
-			ok, err := r.st.ApplyState(f.Key, val, f.Flags, f.Exp, f.CAS, f.Bits&bitBinaryKey != 0)
-			switch {
-			case ok:
-				r.applied.Add(1)
-			case err == nil:
-				// The peer's write of the key won (a higher CAS). Tell the
-				// writer, before the ack that covers it, so that a cas
-				// command there is answered EXISTS.
-				r.stale.Add(1)
-				if f.Seq != 0 { // a resync's items need no answer
-					nack = appendFrame(nack, &frame{Op: opNack, CAS: f.CAS})
-				}
-			case f.Seq != 0:
-				// Out of memory (-M) or too large for this node's -I: it
-				// cannot hold a write the sender is waiting for. Acking it
-				// would tell the client a lie; closing the link makes the
-				// sender stop counting this node until it resyncs.
-				return fmt.Errorf("cannot apply %q: %w", f.Key, err)
-			default:
-				// The same during a resync: the item stays missing here,
-				// as after an eviction; the resync goes on.
-				r.logf("peer %s: cannot apply %q from the resync: %v", in.node, f.Key, err)
-			}
-		case opDel:
-			r.st.ApplyDelete(f.Key, f.CAS)
-		case opFlush:
-			r.st.ApplyFlush(f.Exp, f.CAS)
 		}
-		lastSeq = max(lastSeq, f.Seq)
-		unacked++
+		if err := rc.apply(&f, val); err != nil {
+			return err
+		}
 		// Ack once the input is drained, or every ackEvery frames: a peer
 		// working through a backlog would otherwise ack only at its end.
-		if f.Op == opMark || (br.Buffered() == 0 || unacked >= ackEvery) && (lastSeq > acked || len(nack) > 0) {
-			unacked = 0
-			out = append(out[:0], nack...)
-			nack = nack[:0]
-			if lastSeq > acked {
-				out = appendFrame(out, &frame{Op: opAck, Seq: lastSeq})
-				acked = lastSeq
-				in.lastSeq.Store(lastSeq)
-			}
-			if f.Op == opMark {
-				out = appendFrame(out, &frame{Op: opMark, Seq: f.Seq})
-			}
-			_ = conn.SetWriteDeadline(time.Now().Add(r.writeTimeout()))
-			if _, err := conn.Write(out); err != nil {
-				return err
-			}
+		var mark *frame
+		if f.Op == opMark {
+			mark = &f
+		}
+		if err := rc.ackIf(mark != nil || br.Buffered() == 0 || rc.unacked >= ackEvery, mark); err != nil {
+			return err
 		}
 	}
+}
+
+// peekBatch decodes up to PrefetchMax sets and deletions that lie whole in
+// b, the read buffer, without consuming them: it returns how many, and the
+// bytes they take. It stops at anything else, which the caller reads alone
+// (FuzzPeekBatch checks that both ways read the same frames).
+func (rc *receiver) peekBatch(b []byte, itemMax int) (n, used int) {
+	for n < len(rc.batch) && len(b)-used >= 4 {
+		l := int(binary.BigEndian.Uint32(b[used:]))
+		if l == 0 || l > maxHeader || len(b)-used-4 < l {
+			break
+		}
+		f := &rc.batch[n]
+		*f = frame{Key: f.Key[:0]}
+		if !decodeFrame(b[used+4:used+4+l], f) || (f.Op != opSet && f.Op != opDel) || checkFrame(f, itemMax) != nil {
+			break
+		}
+		start := used + 4 + l
+		if len(b)-start < int(f.VLen) {
+			break
+		}
+		rc.vals[n] = b[start : start+int(f.VLen)]
+		used = start + int(f.VLen)
+		n++
+	}
+	return n, used
+}
+
+// apply installs one frame's state in the store.
+func (rc *receiver) apply(f *frame, val []byte) error {
+	r := rc.r
+	// The clock follows every version it sees (a mark carries 0).
+	r.clk.observe(f.CAS)
+	switch f.Op {
+	case opSet:
+		ok, err := r.st.ApplyState(f.Key, val, f.Flags, f.Exp, f.CAS, f.Bits&bitBinaryKey != 0)
+		switch {
+		case ok:
+			r.applied.Add(1)
+		case err == nil:
+			// The peer's write of the key won (a higher CAS). Tell the
+			// writer, before the ack that covers it, so that a cas
+			// command there is answered EXISTS.
+			r.stale.Add(1)
+			if f.Seq != 0 { // a resync's items need no answer
+				rc.nack = appendFrame(rc.nack, &frame{Op: opNack, CAS: f.CAS})
+			}
+		case f.Seq != 0:
+			// Out of memory (-M) or too large for this node's -I: it
+			// cannot hold a write the sender is waiting for. Acking it
+			// would tell the client a lie; closing the link makes the
+			// sender stop counting this node until it resyncs.
+			return fmt.Errorf("cannot apply %q: %w", f.Key, err)
+		default:
+			// The same during a resync: the item stays missing here,
+			// as after an eviction; the resync goes on.
+			r.logf("peer %s: cannot apply %q from the resync: %v", rc.in.node, f.Key, err)
+		}
+	case opDel:
+		r.st.ApplyDelete(f.Key, f.CAS)
+	case opFlush:
+		r.st.ApplyFlush(f.Exp, f.CAS)
+	}
+	rc.lastSeq = max(rc.lastSeq, f.Seq)
+	rc.unacked++
+	return nil
+}
+
+// ackIf sends, when due, the nacks held and an ack of everything applied,
+// then the echo of a resync's mark if there is one.
+func (rc *receiver) ackIf(due bool, mark *frame) error {
+	if !due || rc.lastSeq <= rc.acked && len(rc.nack) == 0 && mark == nil {
+		return nil
+	}
+	rc.unacked = 0
+	rc.out = append(rc.out[:0], rc.nack...)
+	rc.nack = rc.nack[:0]
+	if rc.lastSeq > rc.acked {
+		rc.out = appendFrame(rc.out, &frame{Op: opAck, Seq: rc.lastSeq})
+		rc.acked = rc.lastSeq
+		rc.in.lastSeq.Store(rc.lastSeq)
+	}
+	if mark != nil {
+		rc.out = appendFrame(rc.out, &frame{Op: opMark, Seq: mark.Seq})
+	}
+	_ = rc.conn.SetWriteDeadline(time.Now().Add(rc.r.writeTimeout()))
+	_, err := rc.conn.Write(rc.out)
+	return err
 }

@@ -1031,6 +1031,72 @@ func TestInbound(t *testing.T) {
 	require.False(t, ok)
 }
 
+// TestInboundBatch sends many frames in one write, so that the node
+// applies most of them in prefetched batches: the result must be what
+// applying them one by one in order gives, nacks included.
+func TestInboundBatch(t *testing.T) {
+	n := newTestNode(t, Config{Listen: freeAddr(t), Peers: []string{freeAddr(t)}, NodeID: "in", Secret: []byte("s")})
+	n.start(t)
+	conn, br := dialNode(t, n, "peer")
+	base := (uint64(time.Now().UnixMilli()-hlcEpoch) + 3600_000) << wallShift
+
+	var (
+		out   []byte
+		seq   uint64
+		want  = map[string]itemState{}
+		nacks []uint64
+	)
+	add := func(f frame, value string) {
+		seq++
+		f.Seq, f.VLen = seq, uint32(len(value))
+		out = append(appendFrame(out, &f), value...)
+	}
+	for round := range 3 { // each key written three times, newer each time
+		for k := range 40 {
+			key := fmt.Sprintf("key%02d", k)
+			cas := base + uint64(round*100+k)
+			value := strings.Repeat(string(rune('a'+round)), k+1)
+			add(frame{Op: opSet, Key: []byte(key), Flags: uint32(round), CAS: cas}, value)
+			want[key] = itemState{value: value, flags: uint32(round), cas: cas}
+		}
+	}
+	for k := 0; k < 40; k += 4 {
+		key := fmt.Sprintf("key%02d", k)
+		add(frame{Op: opDel, Key: []byte(key), CAS: base + 1000}, "")
+		delete(want, key)
+	}
+	for k := 1; k < 40; k += 4 { // older than what the node holds
+		stale := base + uint64(k)
+		add(frame{Op: opSet, Key: []byte(fmt.Sprintf("key%02d", k)), CAS: stale}, "old")
+		nacks = append(nacks, stale)
+	}
+	_, err := conn.Write(out)
+	require.NoError(t, err)
+
+	c := newCodecs()
+	var got []uint64
+	for acked := uint64(0); acked < seq; {
+		var f frame
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(syncWait)))
+		_, err := c.readMsg(br, nil, maxHeader, &f)
+		require.NoError(t, err)
+		switch f.Op {
+		case opNack:
+			got = append(got, f.CAS)
+		case opAck:
+			require.Greater(t, f.Seq, acked)
+			acked = f.Seq
+		default:
+			t.Fatalf("unexpected %+v", f)
+		}
+	}
+	require.Equal(t, nacks, got, "every stale write nacked, in order, before the last ack")
+	require.Equal(t, want, contents(n.st))
+	st := statsOf(n.r)
+	require.Equal(t, strconv.Itoa(len(nacks)), st["states_stale"])
+	require.Equal(t, "120", st["states_applied"])
+}
+
 func TestInboundMalformed(t *testing.T) {
 	c := newCodecs()
 	tests := []struct {

@@ -351,3 +351,63 @@ func FuzzDecodeFrame(f *testing.F) {
 		require.True(t, sameFrame(hand, byCodec), "% x: by hand %+v, by the codec %+v", in, hand, byCodec)
 	})
 }
+
+// FuzzPeekBatch checks the peer's batch path against its frame-at-a-time
+// path: the frames peekBatch decodes where they lie in the read buffer are
+// the frames readMsg and checkFrame read from the same bytes, in order,
+// with the same values, and they take the bytes it says.
+func FuzzPeekBatch(f *testing.F) {
+	var stream []byte
+	for _, fr := range sampleFrames() {
+		if fr.Op == opSet || fr.Op == opDel {
+			stream = appendFrame(stream, &fr)
+			stream = append(stream, bytes.Repeat([]byte("v"), int(fr.VLen))...)
+		}
+	}
+	f.Add(stream)
+	f.Add(stream[:len(stream)-1])
+	many := []byte{}
+	for i := range 20 {
+		fr := frame{Op: opSet, Seq: uint64(i + 1), Key: []byte{'k', byte('a' + i)}, CAS: uint64(i + 100), VLen: uint32(i)}
+		many = appendFrame(many, &fr)
+		many = append(many, bytes.Repeat([]byte{byte(i)}, i)...)
+	}
+	f.Add(many)
+	f.Add(appendFrame(appendFrame(nil, &frame{Op: opDel, Seq: 1, Key: []byte("k"), CAS: 1}), &frame{Op: opMark, Seq: 1}))
+	f.Add(appendFrame(nil, &frame{Op: opDel, Seq: 1, Key: []byte("k"), CAS: 1, VLen: 1}))
+
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var rc receiver
+		n, used := rc.peekBatch(in, testItemMax)
+		if n < 0 || n > len(rc.batch) || used < 0 || used > len(in) || (n == 0) != (used == 0) {
+			t.Fatalf("peekBatch: %d frames in %d of %d bytes", n, used, len(in))
+		}
+		r := reader(in)
+		c := newCodecs()
+		took := 0
+		for i := range n {
+			var fr frame
+			hdr, err := c.readMsg(r, nil, maxHeader, &fr)
+			if err != nil {
+				t.Fatalf("frame %d of the batch does not read alone: %v", i, err)
+			}
+			if err := checkFrame(&fr, testItemMax); err != nil || (fr.Op != opSet && fr.Op != opDel) {
+				t.Fatalf("frame %d of the batch, %+v, is not a valid set or delete (%v)", i, fr, err)
+			}
+			if !sameFrame(fr, rc.batch[i]) {
+				t.Fatalf("frame %d: batch %+v, alone %+v", i, rc.batch[i], fr)
+			}
+			val := make([]byte, fr.VLen)
+			if _, err := io.ReadFull(r, val); err != nil {
+				t.Fatalf("frame %d's value: %v", i, err)
+			}
+			if !bytes.Equal(val, rc.vals[i]) {
+				t.Fatalf("frame %d: batch value %q, alone %q", i, rc.vals[i], val)
+			}
+			took += 4 + len(hdr) + len(val)
+		}
+		if took != used {
+			t.Fatalf("the batch took %d bytes, reading alone %d", used, took)
+		}
+	})
+}
