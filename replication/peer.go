@@ -180,7 +180,7 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 	rc := &receiver{r: r, conn: conn, in: in}
 	for {
 		buffered, _ := br.Peek(br.Buffered())
-		if n, used := rc.peekBatch(buffered, itemMax); n > 0 {
+		if n, used := rc.peekBatch(buffered, itemMax, max(ackEvery-rc.unacked, 1)); n > 0 {
 			keys := rc.keys[:0]
 			for i := range n {
 				keys = append(keys, rc.batch[i].Key)
@@ -233,16 +233,17 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 	}
 }
 
-// peekBatch decodes up to PrefetchMax sets and deletions that lie whole in
-// b, the read buffer, without consuming them: it returns how many, and the
-// bytes they take. It stops at anything else, which the caller reads alone
+// peekBatch decodes up to limit (at most PrefetchMax) sets and deletions
+// that lie whole in b, the read buffer, without consuming them: it returns
+// how many, and the bytes they take. It stops at anything else, which the caller reads alone
 // (FuzzPeekBatch checks that both ways read the same frames).
-func (rc *receiver) peekBatch(b []byte, itemMax int) (n, used int) {
-	for n < len(rc.batch) && len(b)-used >= 4 {
-		l := int(binary.BigEndian.Uint32(b[used:]))
-		if l == 0 || l > maxHeader || len(b)-used-4 < l {
+func (rc *receiver) peekBatch(b []byte, itemMax, limit int) (n, used int) {
+	for n < min(limit, len(rc.batch)) && len(b)-used >= 4 {
+		l32 := binary.BigEndian.Uint32(b[used:])
+		if l32 == 0 || l32 > maxHeader || uint64(len(b)-used-4) < uint64(l32) {
 			break
 		}
+		l := int(l32)
 		f := &rc.batch[n]
 		*f = frame{Key: f.Key[:0]}
 		if !decodeFrame(b[used+4:used+4+l], f) || (f.Op != opSet && f.Op != opDel) || checkFrame(f, itemMax) != nil {

@@ -1059,6 +1059,14 @@ func TestInboundBatch(t *testing.T) {
 			add(frame{Op: opSet, Key: []byte(key), Flags: uint32(round), CAS: cas}, value)
 			want[key] = itemState{value: value, flags: uint32(round), cas: cas}
 		}
+		if round == 0 {
+			// A resync's items (sequence 0: an older one refused without a
+			// nack, a new one applied) and its mark, amid the stream.
+			out = append(appendFrame(out, &frame{Op: opSet, Key: []byte("key00"), CAS: base - 1, VLen: 1}), 'r')
+			out = append(appendFrame(out, &frame{Op: opSet, Key: []byte("resynced"), CAS: base, VLen: 1}), 'r')
+			want["resynced"] = itemState{value: "r", cas: base}
+			out = appendFrame(out, &frame{Op: opMark, Seq: seq})
+		}
 	}
 	for k := 0; k < 40; k += 4 {
 		key := fmt.Sprintf("key%02d", k)
@@ -1075,7 +1083,8 @@ func TestInboundBatch(t *testing.T) {
 
 	c := newCodecs()
 	var got []uint64
-	for acked := uint64(0); acked < seq; {
+	marked := false
+	for acked := uint64(0); acked < seq || !marked; {
 		var f frame
 		require.NoError(t, conn.SetReadDeadline(time.Now().Add(syncWait)))
 		_, err := c.readMsg(br, nil, maxHeader, &f)
@@ -1086,6 +1095,11 @@ func TestInboundBatch(t *testing.T) {
 		case opAck:
 			require.Greater(t, f.Seq, acked)
 			acked = f.Seq
+		case opMark:
+			require.False(t, marked, "one mark echoed")
+			require.Equal(t, uint64(40), f.Seq)
+			require.Equal(t, uint64(40), acked, "the mark comes after the ack of what it follows")
+			marked = true
 		default:
 			t.Fatalf("unexpected %+v", f)
 		}
@@ -1093,8 +1107,8 @@ func TestInboundBatch(t *testing.T) {
 	require.Equal(t, nacks, got, "every stale write nacked, in order, before the last ack")
 	require.Equal(t, want, contents(n.st))
 	st := statsOf(n.r)
-	require.Equal(t, strconv.Itoa(len(nacks)), st["states_stale"])
-	require.Equal(t, "120", st["states_applied"])
+	require.Equal(t, strconv.Itoa(len(nacks)+1), st["states_stale"]) // and the resync's older item
+	require.Equal(t, "121", st["states_applied"])
 }
 
 func TestInboundMalformed(t *testing.T) {

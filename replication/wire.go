@@ -131,11 +131,12 @@ func (c *codecs) readMsg(r *bufio.Reader, buf []byte, limit int, v any) ([]byte,
 		}
 		return buf, err
 	}
-	n := int(binary.BigEndian.Uint32(l))
+	n32 := binary.BigEndian.Uint32(l) // compared before int(): negative on 32-bit builds
 	_, _ = r.Discard(4)
-	if n == 0 || n > limit {
-		return buf, fmt.Errorf("%w: header of %d bytes (limit %d)", errFrame, n, limit)
+	if n32 == 0 || uint64(n32) > uint64(limit) {
+		return buf, fmt.Errorf("%w: header of %d bytes (limit %d)", errFrame, n32, limit)
 	}
+	n := int(n32)
 	if cap(buf) < n {
 		buf = make([]byte, n, limit)
 	}
