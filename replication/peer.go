@@ -181,12 +181,8 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 	for {
 		buffered, _ := br.Peek(br.Buffered())
 		if n, used := rc.peekBatch(buffered, itemMax, max(ackEvery-rc.unacked, 1)); n > 0 {
-			keys := rc.keys[:0]
-			for i := range n {
-				keys = append(keys, rc.batch[i].Key)
-			}
 			if n > 1 {
-				r.st.Prefetch(keys)
+				r.st.Prefetch(rc.keys[:n])
 			}
 			for i := range n {
 				if err := rc.apply(&rc.batch[i], rc.vals[i]); err != nil {
@@ -194,7 +190,7 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 				}
 			}
 			_, _ = br.Discard(used) // the values lay in the buffer until now
-			if err := rc.ackIf(br.Buffered() == 0 || rc.unacked >= ackEvery, nil); err != nil {
+			if err := rc.ackIf(br.Buffered() == 0, nil); err != nil {
 				return err
 			}
 			continue
@@ -221,13 +217,11 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 		if err := rc.apply(&f, val); err != nil {
 			return err
 		}
-		// Ack once the input is drained, or every ackEvery frames: a peer
-		// working through a backlog would otherwise ack only at its end.
 		var mark *frame
 		if f.Op == opMark {
 			mark = &f
 		}
-		if err := rc.ackIf(mark != nil || br.Buffered() == 0 || rc.unacked >= ackEvery, mark); err != nil {
+		if err := rc.ackIf(br.Buffered() == 0, mark); err != nil {
 			return err
 		}
 	}
@@ -253,7 +247,7 @@ func (rc *receiver) peekBatch(b []byte, itemMax, limit int) (n, used int) {
 		if len(b)-start < int(f.VLen) {
 			break
 		}
-		rc.vals[n] = b[start : start+int(f.VLen)]
+		rc.vals[n], rc.keys[n] = b[start:start+int(f.VLen)], f.Key
 		used = start + int(f.VLen)
 		n++
 	}
@@ -300,9 +294,12 @@ func (rc *receiver) apply(f *frame, val []byte) error {
 	return nil
 }
 
-// ackIf sends, when due, the nacks held and an ack of everything applied,
-// then the echo of a resync's mark if there is one.
-func (rc *receiver) ackIf(due bool, mark *frame) error {
+// ackIf sends the nacks held and an ack of everything applied, then the
+// echo of a resync's mark if there is one. It does so once the input is
+// drained, or every ackEvery frames (a peer working through a backlog
+// would otherwise ack only at its end), or at a mark.
+func (rc *receiver) ackIf(drained bool, mark *frame) error {
+	due := drained || rc.unacked >= ackEvery || mark != nil
 	if !due || rc.lastSeq <= rc.acked && len(rc.nack) == 0 && mark == nil {
 		return nil
 	}
