@@ -1403,3 +1403,45 @@ func TestAwaitCallbacks(t *testing.T) {
 	require.Equal(t, []error{nil}, a.result(t))
 	require.Empty(t, a.done, "called more than once")
 }
+
+// TestKickOverdue: frames the writer goroutine has not taken within overdue
+// are written by whoever kicks (a goroutine about to wait for them), and
+// younger ones, or any while a write is in flight, are left to the writer.
+func TestKickOverdue(t *testing.T) {
+	r, err := New(Config{Listen: "127.0.0.1:0", Peers: []string{"unused:1"}, NodeID: "k"})
+	require.NoError(t, err)
+	r.epoch = time.Now()
+	l := r.links[0]
+	near, far := net.Pipe()
+	defer near.Close()
+	defer far.Close()
+	l.conn = near
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, 256)
+		n, _ := far.Read(b)
+		got <- b[:n]
+	}()
+
+	frames := appendFrame(nil, &frame{Op: opDel, Key: []byte("k"), CAS: 7, Seq: 1})
+	require.True(t, l.pushResync(frames))
+	r.kick()
+	require.Len(t, l.buf, len(frames), "a young frame is left to the writer")
+
+	l.since -= overdue
+	l.writing = true
+	r.kick()
+	require.Len(t, l.buf, len(frames), "one write at a time: the stream stays in order")
+
+	l.writing = false
+	r.kick()
+	select {
+	case b := <-got:
+		require.Equal(t, frames, b)
+	case <-time.After(syncWait):
+		t.Fatal("the overdue frame was not written")
+	}
+	require.Empty(t, l.buf)
+	require.False(t, l.writing)
+	require.Len(t, l.sent, 1, "its ack latency is measured like the writer's")
+}

@@ -33,6 +33,7 @@ func (r *Replicator) Await(seq uint64, a Acker) (bool, error) {
 		r.refusedIf(err)
 		return true, err
 	}
+	r.kick() // frames this write waits for may be stuck behind the writer
 	r.wmu.Lock()
 	// The clock is read under the lock so that the list stays in deadline
 	// order: the sweeper looks only at its front.
