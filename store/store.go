@@ -105,6 +105,8 @@ type Config struct {
 	// NoAutomove turns off moving pages between classes in Run
 	// (-o slab_automove=0).
 	NoAutomove bool
+	// LargePages asks for huge pages for item memory (-L; slab.Config).
+	LargePages bool
 	// TrackSizes keeps a histogram of item sizes in 32-byte buckets for
 	// "stats sizes" (-o track_sizes): one atomic add per store and removal.
 	TrackSizes bool
@@ -229,11 +231,12 @@ func New(cfg Config) (*Store, error) {
 		s.hdr += 8
 	}
 	a, err := slab.New(slab.Config{
-		Limit:    cfg.MemoryLimit,
-		PageSize: cfg.PageSize,
-		MinChunk: s.hdr + cfg.ChunkMin,
-		Factor:   cfg.GrowthFactor,
-		ChunkMax: cfg.ChunkMax,
+		Limit:      cfg.MemoryLimit,
+		PageSize:   cfg.PageSize,
+		MinChunk:   s.hdr + cfg.ChunkMin,
+		Factor:     cfg.GrowthFactor,
+		ChunkMax:   cfg.ChunkMax,
+		LargePages: cfg.LargePages,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)

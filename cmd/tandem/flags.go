@@ -27,6 +27,7 @@ type options struct {
 	factor              float64
 	chunkMin, chunkMax  int
 	noEvict, noCAS      bool
+	largePages          bool // -L
 	verbose             int
 	daemon              bool
 	pidfile, user       string
@@ -84,6 +85,7 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 	fs.IntVarP(&o.chunkMin, "slab-min-size", "n", 48, "minimum space for key, value and flags in the smallest chunk")
 	fs.BoolVarP(&o.noEvict, "disable-evictions", "M", false, "return an error on memory exhausted instead of evicting")
 	fs.BoolVarP(&o.noCAS, "disable-cas", "C", false, "disable use of CAS")
+	fs.BoolVarP(&o.largePages, "enable-largepages", "L", false, "back item memory with transparent huge pages, if the kernel has them")
 	fs.CountVarP(&o.verbose, "verbose", "v", "verbose (-vv: very verbose)")
 	fs.BoolVarP(&o.daemon, "daemon", "d", false, "run as a daemon")
 	fs.StringVarP(&o.pidfile, "pidfile", "P", "", "save the process id in this file")
@@ -119,7 +121,6 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 
 	// memcached options with no effect in Tandem yet: accepted, warned.
 	for _, f := range []struct{ long, short, why string }{
-		{"enable-largepages", "L", "large pages are not supported; ignored"},
 		{"memory-file", "e", "warm restart from a memory file is not supported; ignored"},
 		{"enable-ssl", "Z", "TLS is not supported; ignored"},
 		{"napi_ids", "N", "NAPI ids are not supported; ignored"},
@@ -212,6 +213,11 @@ func parseArgs(args []string, errOut io.Writer) (*options, error) {
 			o.protocol = "ascii"
 		} else if o.protocol != "ascii" {
 			return nil, errors.New("ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.")
+		}
+	}
+	if o.largePages {
+		if why := hugePagesOff(); why != "" {
+			o.warnings = append(o.warnings, "-L: "+why+"; item memory uses small pages")
 		}
 	}
 	if o.lockMem {

@@ -76,13 +76,17 @@ func TestFlags(t *testing.T) {
 		{"chunk max in kilobytes", []string{"-o", "slab_chunk_max=512"}, func(t *testing.T, o *options) {
 			require.Equal(t, 512<<10, o.chunkMax)
 		}},
-		{"unsupported but accepted", []string{"-L", "-k", "-U", "11211", "-B", "binary"}, func(t *testing.T, o *options) {
+		{"unsupported but accepted", []string{"-k", "-U", "11211", "-B", "binary"}, func(t *testing.T, o *options) {
 			w := strings.Join(o.warnings, "\n")
 			require.Equal(t, "binary", o.protocol)
 			require.Equal(t, 11211, o.udpPort)
-			for _, f := range []string{"-L", "-k"} {
-				require.Contains(t, w, f)
-			}
+			require.Contains(t, w, "-k")
+		}},
+		{"large pages", []string{"-L"}, func(t *testing.T, o *options) {
+			require.True(t, o.largePages)
+		}},
+		{"large pages, long name", []string{"--enable-largepages"}, func(t *testing.T, o *options) {
+			require.True(t, o.largePages)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -208,10 +212,10 @@ func TestHelpListsOnlySupported(t *testing.T) {
 	var out bytes.Buffer
 	require.Equal(t, 0, run([]string{"-h"}, &out, &out))
 	h := out.String()
-	for _, f := range []string{"--port", "--memory-limit", "--max-item-size", "--disable-cas", "idle_timeout", "--enable-sasl", "--auth-file"} {
+	for _, f := range []string{"--port", "--memory-limit", "--max-item-size", "--disable-cas", "idle_timeout", "--enable-sasl", "--auth-file", "--enable-largepages"} {
 		require.Contains(t, h, f)
 	}
-	for _, f := range []string{"--enable-ssl", "--enable-largepages"} {
+	for _, f := range []string{"--enable-ssl"} {
 		require.NotContains(t, h, f)
 	}
 	out.Reset()
@@ -219,4 +223,38 @@ func TestHelpListsOnlySupported(t *testing.T) {
 	require.Contains(t, out.String(), "memcached 1.6")
 	out.Reset()
 	require.Equal(t, 64, run(asUser("--bogus"), &out, &out))
+}
+
+// TestHugePagesOff: -L warns when the kernel cannot give huge pages.
+func TestHugePagesOff(t *testing.T) {
+	saved := thpEnabled
+	defer func() { thpEnabled = saved }()
+	dir := t.TempDir()
+	for _, tc := range []struct{ content, want string }{
+		{"always [madvise] never\n", ""},
+		{"[always] madvise never\n", ""},
+		{"always madvise [never]\n", "transparent huge pages are turned off"},
+		{"", "transparent huge pages are turned off"},
+	} {
+		thpEnabled = filepath.Join(dir, "enabled")
+		if tc.content == "" {
+			thpEnabled = filepath.Join(dir, "missing")
+			tc.want = "this kernel has no transparent huge pages"
+		} else {
+			require.NoError(t, os.WriteFile(thpEnabled, []byte(tc.content), 0o644))
+		}
+		got := hugePagesOff()
+		if tc.want == "" {
+			require.Empty(t, got, tc.content)
+		} else {
+			require.Contains(t, got, tc.want, tc.content)
+		}
+		o, err := parseArgs(asUser("-L"), &bytes.Buffer{})
+		require.NoError(t, err)
+		if tc.want == "" {
+			require.Empty(t, o.warnings)
+		} else {
+			require.Equal(t, []string{"-L: " + got + "; item memory uses small pages"}, o.warnings)
+		}
+	}
 }

@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -200,4 +202,43 @@ func TestLifecycle(t *testing.T) {
 		_, err = os.Stat(pidfile)
 		require.True(t, errors.Is(err, os.ErrNotExist), "the pid file is removed on exit")
 	})
+}
+
+// TestLargePages: with -L the item memory is backed by transparent huge
+// pages where the kernel has them turned on; where it has not, tandem says
+// so and serves from small pages.
+func TestLargePages(t *testing.T) {
+	bin := e2eBinary(t)
+	port := freePort(t)
+	p := startProc(t, bin, tcpArgs(port, "-L", "-m", "256")...)
+	c := dialWait(t, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if why := hugePagesOff(); why != "" {
+		require.Contains(t, p.out.String(), "tandem: warning: -L: "+why)
+		require.Equal(t, "STORED\r\n", roundTrip(t, c, r, "set k 0 0 1\r\nv\r\n"))
+		return
+	}
+	// 24 MiB of items, written 64 at a time: enough to fill several
+	// 2 MiB-aligned stretches of a slab region.
+	value := strings.Repeat("v", 1000)
+	var batch strings.Builder
+	for i := range 24 << 10 {
+		fmt.Fprintf(&batch, "set key%d 0 0 %d noreply\r\n%s\r\n", i, len(value), value)
+		if i%64 == 63 {
+			require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+			_, err := io.WriteString(c, batch.String())
+			require.NoError(t, err)
+			batch.Reset()
+		}
+	}
+	require.Equal(t, "VALUE key0 0 1000\r\n", roundTrip(t, c, r, "get key0\r\n"), "the writes are applied")
+	rollup, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", p.cmd.Process.Pid))
+	require.NoError(t, err)
+	m := regexp.MustCompile(`AnonHugePages:\s+(\d+) kB`).FindSubmatch(rollup)
+	require.NotNil(t, m, "%s", rollup)
+	kb, err := strconv.Atoi(string(m[1]))
+	require.NoError(t, err)
+	require.Greater(t, kb, 0, "no huge pages after 24 MiB of items:\n%s", rollup)
+	t.Logf("AnonHugePages %d kB after 24 MiB of items", kb)
 }

@@ -147,6 +147,7 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 		Clock:        clock,
 		NoAutomove:   o.automove == 0,
 		TrackSizes:   o.trackSizes,
+		LargePages:   o.largePages,
 	}
 	if repl != nil {
 		scfg.Observer = repl // not a typed nil: replication off leaves it unset

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -75,4 +76,20 @@ func dropPrivileges(name string) error {
 		return fmt.Errorf("failed to assume the identity of %s: %w", name, err)
 	}
 	return nil
+}
+
+// thpEnabled is where Linux says whether transparent huge pages are on.
+var thpEnabled = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+// hugePagesOff says why -L cannot get huge pages here, or "" if it can:
+// the kernel's transparent huge pages must be "always" or "madvise".
+func hugePagesOff() string {
+	b, err := os.ReadFile(thpEnabled)
+	switch {
+	case err != nil:
+		return "this kernel has no transparent huge pages"
+	case bytes.Contains(b, []byte("[never]")):
+		return "transparent huge pages are turned off (" + thpEnabled + ")"
+	}
+	return ""
 }
