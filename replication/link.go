@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -60,9 +61,10 @@ type link struct {
 	catchUp uint64 // out of sync: in sync again once this sequence is acked
 	// resyncBytes is how much of buf a resync put there.
 	resyncBytes int
-	dead        bool          // the current connection is finished
-	writing     bool          // frames taken from buf are being written (take, send)
-	since       time.Duration // since r.epoch: when buf last became non-empty
+	dead        bool            // the current connection is finished
+	writing     bool            // frames taken from buf are being written (take, send)
+	raw         syscall.RawConn // conn's descriptor, for kick's writes
+	since       time.Duration   // since r.epoch: when buf last became non-empty
 	conn        net.Conn
 	peer        string                  // the peer's node id
 	sent        []sentMark              // batches written, not yet acked
@@ -73,6 +75,14 @@ type link struct {
 	ackedSeq atomic.Uint64
 
 	reconnects, timeouts, resyncs, overflows atomic.Uint64
+
+	// A kick's write in progress (whoever set writing owns them): kept
+	// here, with the function handed to raw.Write made once, so that a
+	// kick allocates nothing.
+	kickOut []byte
+	kickN   int
+	kickErr error
+	kickFn  func(fd uintptr) bool
 }
 
 type sentMark struct {
@@ -84,6 +94,7 @@ func newLink(r *Replicator, addr string) *link {
 	l := &link{r: r, addr: addr, wake: make(chan struct{}, 1),
 		lat: hdrhistogram.New(1, 60_000_000, 3)}
 	l.cond = sync.NewCond(&l.mu)
+	l.kickFn = l.kickWrite
 	return l
 }
 
@@ -178,8 +189,12 @@ func (l *link) run() {
 // writes what is pushed until the connection dies.
 func (l *link) serve(conn net.Conn, br *bufio.Reader, peer string) {
 	l.r.logf("peer %s (%s): connected, resyncing", l.addr, peer)
+	var raw syscall.RawConn
+	if sc, ok := conn.(syscall.Conn); ok {
+		raw, _ = sc.SyscallConn()
+	}
 	l.mu.Lock()
-	l.conn, l.peer, l.dead = conn, peer, false
+	l.conn, l.raw, l.peer, l.dead = conn, raw, peer, false
 	l.buf, l.sent, l.marker, l.marking, l.resyncBytes = l.buf[:0], l.sent[:0], 0, false, 0
 	l.mu.Unlock()
 	l.ackedSeq.Store(0)
@@ -220,7 +235,7 @@ func (l *link) write(conn net.Conn) {
 		// Let the writers that are running push too before taking the
 		// buffer: a batch of many frames costs the same syscall as one.
 		runtime.Gosched()
-		b, _, dead := l.take(0)
+		b, dead := l.take(0)
 		if dead {
 			return
 		}
@@ -246,28 +261,30 @@ func (l *link) write(conn net.Conn) {
 const overdue = 400 * time.Microsecond
 
 // kick writes the frames that have waited past overdue on a link whose
-// writer has not taken them, from the calling goroutine.
+// writer has not taken them, from the calling goroutine. It never blocks:
+// it may run on the goroutine that reads another peer's acks or on the
+// timeout sweeper, which must not wait for a slow peer. What the socket
+// does not take at once goes back to the writer.
 func (r *Replicator) kick() {
 	for _, l := range r.links {
-		if b, conn, _ := l.take(overdue); b != nil {
-			if err := l.send(conn, b); err != nil {
-				l.die(fmt.Errorf("write: %w", err))
-			}
+		if b, _ := l.take(overdue); b != nil {
+			l.sendNow(b)
 		}
 	}
 }
 
-// take takes the frames pushed so far, to be written by the caller (send),
-// unless a write is in flight or the oldest of them is younger than wait.
-// It reports dead once the connection is finished.
-func (l *link) take(wait time.Duration) (b []byte, conn net.Conn, dead bool) {
+// take takes the frames pushed so far, to be written by the caller (send,
+// sendNow), unless a write is in flight or the oldest of them is younger
+// than wait. A kick (wait > 0) needs the raw descriptor. It reports dead
+// once the connection is finished.
+func (l *link) take(wait time.Duration) (b []byte, dead bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.dead {
-		return nil, nil, true
+		return nil, true
 	}
-	if l.writing || len(l.buf) == 0 || wait > 0 && time.Since(l.r.epoch)-l.since < wait {
-		return nil, nil, false
+	if l.writing || len(l.buf) == 0 || wait > 0 && (l.raw == nil || time.Since(l.r.epoch)-l.since < wait) {
+		return nil, false
 	}
 	b = l.buf
 	l.resyncBytes = 0
@@ -275,7 +292,56 @@ func (l *link) take(wait time.Duration) (b []byte, conn net.Conn, dead bool) {
 	l.sent = append(l.sent, sentMark{seq: l.lastSeq, at: time.Now()})
 	l.writing = true
 	l.cond.Broadcast() // a resync waits for room
-	return b, l.conn, false
+	return b, false
+}
+
+// sendNow writes what the socket takes of b without waiting, puts the rest
+// back in front of what was pushed meanwhile, and ends the write.
+func (l *link) sendNow(b []byte) {
+	l.kickOut, l.kickN, l.kickErr = b, 0, nil
+	err := l.raw.Write(l.kickFn)
+	n := l.kickN
+	if err == nil {
+		err = l.kickErr
+	}
+	l.kickOut = nil
+	l.mu.Lock()
+	l.writing = false
+	if n < len(b) && err == nil {
+		// The socket is full: the writer sends the rest, first.
+		rest := b[:copy(b, b[n:])]
+		l.buf, l.spare = append(rest, l.buf...), l.buf[:0]
+		l.signal()
+	} else {
+		if l.spare == nil {
+			l.spare = b[:0]
+		}
+		if len(l.buf) > 0 {
+			l.signal()
+		}
+	}
+	l.mu.Unlock()
+	if err != nil {
+		l.die(fmt.Errorf("write: %w", err))
+	}
+}
+
+// kickWrite is sendNow's write: as much of kickOut as the socket takes now.
+func (l *link) kickWrite(fd uintptr) bool {
+	for l.kickN < len(l.kickOut) {
+		n, err := syscall.Write(int(fd), l.kickOut[l.kickN:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return true
+		case err != nil:
+			l.kickErr = err
+			return true
+		}
+		l.kickN += n
+	}
+	return true // done either way: raw.Write must not wait for room
 }
 
 // send writes frames take returned and ends that write.

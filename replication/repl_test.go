@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1404,25 +1405,33 @@ func TestAwaitCallbacks(t *testing.T) {
 	require.Empty(t, a.done, "called more than once")
 }
 
+// kickLink is a link of an unstarted replicator wired to one end of a
+// loopback TCP connection; far is the other end, the peer.
+func kickLink(t *testing.T) (r *Replicator, l *link, far net.Conn) {
+	t.Helper()
+	r, err := New(Config{Listen: "127.0.0.1:0", Peers: []string{"unused:1"}, NodeID: "k"})
+	require.NoError(t, err)
+	r.epoch = time.Now()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	near, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	far, err = ln.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() { near.Close(); far.Close() })
+	l = r.links[0]
+	raw, err := near.(syscall.Conn).SyscallConn()
+	require.NoError(t, err)
+	l.conn, l.raw = near, raw
+	return r, l, far
+}
+
 // TestKickOverdue: frames the writer goroutine has not taken within overdue
 // are written by whoever kicks (a goroutine about to wait for them), and
 // younger ones, or any while a write is in flight, are left to the writer.
 func TestKickOverdue(t *testing.T) {
-	r, err := New(Config{Listen: "127.0.0.1:0", Peers: []string{"unused:1"}, NodeID: "k"})
-	require.NoError(t, err)
-	r.epoch = time.Now()
-	l := r.links[0]
-	near, far := net.Pipe()
-	defer near.Close()
-	defer far.Close()
-	l.conn = near
-	got := make(chan []byte, 1)
-	go func() {
-		b := make([]byte, 256)
-		n, _ := far.Read(b)
-		got <- b[:n]
-	}()
-
+	r, l, far := kickLink(t)
 	frames := appendFrame(nil, &frame{Op: opDel, Key: []byte("k"), CAS: 7, Seq: 1})
 	require.True(t, l.pushResync(frames))
 	r.kick()
@@ -1435,13 +1444,74 @@ func TestKickOverdue(t *testing.T) {
 
 	l.writing = false
 	r.kick()
-	select {
-	case b := <-got:
-		require.Equal(t, frames, b)
-	case <-time.After(syncWait):
-		t.Fatal("the overdue frame was not written")
-	}
 	require.Empty(t, l.buf)
 	require.False(t, l.writing)
 	require.Len(t, l.sent, 1, "its ack latency is measured like the writer's")
+	got := make([]byte, len(frames))
+	require.NoError(t, far.SetReadDeadline(time.Now().Add(syncWait)))
+	_, err := io.ReadFull(far, got)
+	require.NoError(t, err)
+	require.Equal(t, frames, got)
+}
+
+// TestKickFullSocket: a kick never waits for a peer that does not read (it
+// may run on another peer's ack reader or on the timeout sweeper): what the
+// socket does not take goes back to the front of the buffer, in order.
+func TestKickFullSocket(t *testing.T) {
+	r, l, far := kickLink(t)
+	const pushedByte = 0xff
+	big := make([]byte, 16<<20) // far more than both sockets' buffers
+	for i := range 251 {
+		big[i] = byte(i)
+	}
+	for n := 251; n < len(big); n *= 2 {
+		copy(big[n:], big[:n])
+	}
+	l.buf = append(l.buf, big...)
+	l.since = -overdue
+	// A writer pushing all along: what it adds after the kick took the
+	// buffer must stay behind the rest.
+	stop, pushed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(pushed)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			l.mu.Lock()
+			l.buf = append(l.buf, pushedByte)
+			l.mu.Unlock()
+		}
+	}()
+	done := make(chan struct{})
+	go func() {
+		r.kick()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(syncWait):
+		t.Fatal("kick blocked on a peer that does not read")
+	}
+	close(stop)
+	<-pushed
+	require.False(t, l.writing)
+	// big holds no pushed byte (0xff): the first one ends the rest.
+	i := bytes.IndexByte(l.buf, pushedByte)
+	if i < 0 {
+		i = len(l.buf)
+	}
+	n := len(big) - i
+	require.Positive(t, n, "the socket took a first part")
+	require.Less(t, n, len(big), "the socket took everything: make big bigger")
+	require.Equal(t, big[n:], l.buf[:i], "the rest waits for the writer, first")
+	require.Empty(t, bytes.Trim(l.buf[i:], string([]byte{pushedByte})), "and what was pushed meanwhile follows it")
+
+	got := make([]byte, n)
+	require.NoError(t, far.SetReadDeadline(time.Now().Add(syncWait)))
+	_, err := io.ReadFull(far, got)
+	require.NoError(t, err)
+	require.Equal(t, big[:n], got)
 }
