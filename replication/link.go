@@ -300,27 +300,11 @@ func (l *link) take(wait time.Duration) (b []byte, dead bool) {
 func (l *link) sendNow(b []byte) {
 	l.kickOut, l.kickN, l.kickErr = b, 0, nil
 	err := l.raw.Write(l.kickFn)
-	n := l.kickN
 	if err == nil {
 		err = l.kickErr
 	}
+	l.finish(b, l.kickN)
 	l.kickOut = nil
-	l.mu.Lock()
-	l.writing = false
-	if n < len(b) && err == nil {
-		// The socket is full: the writer sends the rest, first.
-		rest := b[:copy(b, b[n:])]
-		l.buf, l.spare = append(rest, l.buf...), l.buf[:0]
-		l.signal()
-	} else {
-		if l.spare == nil {
-			l.spare = b[:0]
-		}
-		if len(l.buf) > 0 {
-			l.signal()
-		}
-	}
-	l.mu.Unlock()
 	if err != nil {
 		l.die(fmt.Errorf("write: %w", err))
 	}
@@ -349,17 +333,28 @@ func (l *link) send(conn net.Conn, b []byte) error {
 	// A peer that stops reading (SIGSTOP) must not hold the writer
 	// for ever: past the deadline the link is dropped.
 	_ = conn.SetWriteDeadline(time.Now().Add(l.r.writeTimeout()))
-	_, err := conn.Write(b)
+	n, err := conn.Write(b)
+	l.finish(b, n)
+	return err
+}
+
+// finish ends the write of b taken by take, of which n bytes went out. The
+// rest (a full socket, or a failed write on a link about to be dropped)
+// goes back in front of what was pushed meanwhile; anything waiting is the
+// writer's, which may have skipped its turn during the write.
+func (l *link) finish(b []byte, n int) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.writing = false
-	if l.spare == nil {
+	if n < len(b) {
+		rest := b[:copy(b, b[n:])]
+		l.buf, l.spare = append(rest, l.buf...), l.buf[:0]
+	} else if l.spare == nil {
 		l.spare = b[:0]
 	}
 	if len(l.buf) > 0 {
-		l.signal() // pushed during the write, maybe while the writer skipped its turn
+		l.signal()
 	}
-	l.mu.Unlock()
-	return err
 }
 
 // readAcks completes writes as the peer acks them, in order.

@@ -461,6 +461,9 @@ func (s *Store) remove(sh *shard, slot int, r slab.Ref, h *head) {
 
 // account adds n items of the given bytes to class cls's counts.
 func (s *Store) account(cls int, n, bytes int) {
+	if n == 0 && bytes == 0 {
+		return // an item replaced by one of its size: no lock to take
+	}
 	l := &s.lrus[cls]
 	l.mu.Lock()
 	l.count += int64(n)
@@ -774,9 +777,7 @@ func (s *Store) overwrite(sh *shard, r slab.Ref, cls int, oh *head, l layout, ke
 		s.trackSize(&h, 1)
 	}
 	s.setRef(r, true)
-	if d := l.size() - oldSize; d != 0 {
-		s.account(cls, 0, d)
-	}
+	s.account(cls, 0, l.size()-oldSize)
 	s.lrus[cls].cmdSet.Add(1)
 	sh.c.totalItems++
 }
