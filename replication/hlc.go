@@ -29,7 +29,7 @@ const hlcEpoch = 1735689600000
 type hlc struct {
 	last atomic.Uint64
 	node uint64
-	now  func() time.Time // time.Now; a test may move it
+	ms   func() int64 // the wall clock in unix milliseconds; a test may move it
 	// limit is the highest version observe follows, as of the last time
 	// it read the wall clock: a peer's stream is checked against it
 	// without a clock reading per frame, and only a version above it
@@ -38,12 +38,23 @@ type hlc struct {
 }
 
 func newHLC(node uint64) *hlc {
-	return &hlc{node: node & nodeMask, now: time.Now}
+	return &hlc{node: node & nodeMask, ms: sinceStart(time.Now())}
+}
+
+// sinceStart reads the wall clock as start's plus the monotonic time since:
+// time.Now reads two clocks (49 ns here, against 27 for one), and the HLC
+// reads one for every write; time.Now was 4% of a replicating node's CPU
+// profile. It differs from the wall clock by whatever the wall clock was
+// stepped by since start, which the HLC tolerates as it does clocks of the
+// group that disagree.
+func sinceStart(start time.Time) func() int64 {
+	ms := start.UnixMilli()
+	return func() int64 { return ms + time.Since(start).Milliseconds() }
 }
 
 // wall is the wall clock as a version without counter or node bits.
 func (c *hlc) wall() uint64 {
-	return uint64(max(c.now().UnixMilli()-hlcEpoch, 0)) << wallShift
+	return uint64(max(c.ms()-hlcEpoch, 0)) << wallShift
 }
 
 // next returns a version above every one it returned or observed before.

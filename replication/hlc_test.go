@@ -20,6 +20,8 @@ func (w *fakeWall) now() time.Time {
 	return w.t
 }
 
+func (w *fakeWall) ms() int64 { return w.now().UnixMilli() }
+
 func (w *fakeWall) set(t time.Time) {
 	w.mu.Lock()
 	w.t = t
@@ -82,7 +84,7 @@ func TestHLCConcurrentUnique(t *testing.T) {
 func TestHLCObserve(t *testing.T) {
 	wall := &fakeWall{t: time.UnixMilli(hlcEpoch + 1000)}
 	c := newHLC(2)
-	c.now = wall.now
+	c.ms = wall.ms
 	local := c.next()
 
 	tests := []struct {
@@ -139,7 +141,7 @@ func TestHLCWallBackwards(t *testing.T) {
 	base := time.UnixMilli(hlcEpoch + 10_000_000)
 	wall := &fakeWall{t: base}
 	c := newHLC(4)
-	c.now = wall.now
+	c.ms = wall.ms
 	steps := []time.Duration{0, time.Millisecond, -time.Hour, -time.Hour, 5 * time.Second, -24 * time.Hour, 0, time.Millisecond}
 	prev := uint64(0)
 	at := base
@@ -158,7 +160,7 @@ func TestHLCWallBackwards(t *testing.T) {
 	require.Greater(t, c.next(), prev)
 
 	fresh := newHLC(4)
-	fresh.now = func() time.Time { return time.Unix(0, 0) }
+	fresh.ms = func() int64 { return 0 }
 	a, b := fresh.next(), fresh.next()
 	require.Less(t, a, b)
 	require.Less(t, b, uint64(1)<<wallShift, "a pre-epoch clock must not wrap into the wall bits")
@@ -167,6 +169,26 @@ func TestHLCWallBackwards(t *testing.T) {
 func TestHLCWallBits(t *testing.T) {
 	// The wall part is milliseconds since hlcEpoch.
 	c := newHLC(0)
-	c.now = func() time.Time { return time.UnixMilli(hlcEpoch + 12345) }
+	c.ms = func() int64 { return hlcEpoch + 12345 }
 	require.Equal(t, uint64(12345), c.next()>>wallShift)
+}
+
+func TestSinceStart(t *testing.T) {
+	// An hour-old start, moved on by the monotonic clock, reads the wall
+	// clock of now.
+	ms := sinceStart(time.Now().Add(-time.Hour))
+	require.InDelta(t, time.Now().UnixMilli(), ms(), 50)
+	a := ms()
+	deadline := time.Now().Add(time.Second)
+	for ms() == a && time.Now().Before(deadline) {
+	}
+	require.Greater(t, ms(), a, "the clock moves")
+}
+
+func BenchmarkHLCNext(b *testing.B) {
+	c := newHLC(1)
+	b.ReportAllocs()
+	for b.Loop() {
+		c.next()
+	}
 }
