@@ -122,15 +122,21 @@ func (l *link) push(hdr []byte, f *frame, it store.Item) {
 		l.dieLocked(fmt.Errorf("more than %d bytes waiting", l.r.cfg.MaxPending))
 		return
 	}
-	if len(l.buf) == 0 {
-		l.since = time.Since(l.r.epoch)
-	}
+	l.stamp()
 	l.buf = append(l.buf, hdr...)
 	if f.VLen > 0 {
 		l.buf = it.AppendValue(l.buf)
 	}
 	l.lastSeq = f.Seq
 	l.signal()
+}
+
+// stamp notes when buf, about to get a frame, became non-empty: how long
+// its oldest frame has waited is what kick looks at. l.mu held.
+func (l *link) stamp() {
+	if len(l.buf) == 0 {
+		l.since = time.Since(l.r.epoch)
+	}
 }
 
 // die ends the current connection; run dials again.
@@ -499,9 +505,7 @@ func (l *link) pushResync(frames []byte) bool {
 	if l.dead {
 		return false
 	}
-	if len(l.buf) == 0 {
-		l.since = time.Since(l.r.epoch)
-	}
+	l.stamp()
 	l.buf = append(l.buf, frames...)
 	l.resyncBytes += len(frames)
 	l.signal()
