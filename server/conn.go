@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/cloudwego/netpoll"
 	"github.com/tandemcache/tandem/protocol"
@@ -71,7 +70,7 @@ func newConn(s *Server, nc netpoll.Connection) *conn {
 	c.held.idle.L = &c.held.mu
 	c.hit = c.appendHit
 	c.metaHit = c.appendMetaHit
-	c.lastActive.Store(time.Now().Unix())
+	c.lastActive.Store(s.store.Unix())
 	return c
 }
 
@@ -96,7 +95,7 @@ func (c *conn) serve() {
 			c.nc.Close()
 			return
 		}
-		c.lastActive.Store(time.Now().Unix())
+		c.lastActive.Store(c.s.store.Unix()) // not time.Now: 0.5% of unpipelined CPU
 		pos, need := c.process(buf)
 		_ = r.Skip(pos)
 		c.s.bytesRead.Add(uint64(pos))

@@ -322,8 +322,9 @@ func (s *Server) sweepIdle(stop <-chan struct{}) {
 		select {
 		case <-stop:
 			return
-		case now := <-t.C:
-			limit := now.Add(-s.cfg.IdleTimeout).Unix()
+		case <-t.C:
+			// The store's clock, which stamped lastActive.
+			limit := s.store.Unix() - int64(s.cfg.IdleTimeout/time.Second)
 			for _, c := range s.connsWhere(func(c *conn) bool { return c.lastActive.Load() < limit }) {
 				c.nc.Close()
 			}

@@ -313,7 +313,7 @@ func (c *conn) slabStats(w statWriter) {
 func (c *conn) connStats(w statWriter) {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
-	now := time.Now().Unix()
+	now := c.s.store.Unix() // the clock of lastActive
 	for _, ln := range c.s.lns {
 		fd := 0
 		if f, ok := ln.(interface{ Fd() int }); ok {

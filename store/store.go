@@ -286,6 +286,10 @@ func (s *Store) Close() error {
 
 func (s *Store) now() uint32 { return uint32(s.clock.Now() - s.epoch) }
 
+// Unix is the store's clock in unix seconds: one atomic load, for a caller
+// that wants the time on every request.
+func (s *Store) Unix() int64 { return s.clock.Now() }
+
 // realtime converts a memcached exptime to store seconds: 0 is never, up to
 // 30 days is relative to now, larger is an absolute unix time, and a
 // negative one or an absolute one in the past is already expired (1).
