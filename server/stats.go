@@ -314,6 +314,9 @@ func (c *conn) connStats(w statWriter) {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	now := c.s.store.Unix() // the clock of lastActive
+	// The store's clock may lag the wall clock by a tick, and the wall
+	// clock may step back: never a negative age.
+	since := func(t int64) uint64 { return uint64(max(now-t, 0)) }
 	for _, ln := range c.s.lns {
 		fd := 0
 		if f, ok := ln.(interface{ Fd() int }); ok {
@@ -322,7 +325,7 @@ func (c *conn) connStats(w statWriter) {
 		p := strconv.Itoa(fd) + ":"
 		w.str(p+"addr", addrString(ln.Addr().Network(), ln.Addr().String()))
 		w.str(p+"state", "conn_listening")
-		w.uint(p+"secs_since_last_cmd", uint64(now-c.s.start.Unix()))
+		w.uint(p+"secs_since_last_cmd", since(c.s.start.Unix()))
 	}
 	for o := range c.s.conns {
 		fd := 0
@@ -337,7 +340,7 @@ func (c *conn) connStats(w statWriter) {
 			state = "conn_parse_cmd"
 		}
 		w.str(p+"state", state)
-		w.uint(p+"secs_since_last_cmd", uint64(now-o.lastActive.Load()))
+		w.uint(p+"secs_since_last_cmd", since(o.lastActive.Load()))
 	}
 }
 
