@@ -234,7 +234,7 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 func (rc *receiver) peekBatch(b []byte, itemMax, limit int) (n, used int) {
 	for n < min(limit, len(rc.batch)) && len(b)-used >= 4 {
 		l32 := binary.BigEndian.Uint32(b[used:])
-		if l32 == 0 || l32 > maxHeader || uint64(len(b)-used-4) < uint64(l32) {
+		if !msgLenOK(l32, maxHeader) || uint64(len(b)-used-4) < uint64(l32) {
 			break
 		}
 		l := int(l32)

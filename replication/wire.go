@@ -131,9 +131,9 @@ func (c *codecs) readMsg(r *bufio.Reader, buf []byte, limit int, v any) ([]byte,
 		}
 		return buf, err
 	}
-	n32 := binary.BigEndian.Uint32(l) // compared before int(): negative on 32-bit builds
+	n32 := binary.BigEndian.Uint32(l)
 	_, _ = r.Discard(4)
-	if n32 == 0 || uint64(n32) > uint64(limit) {
+	if !msgLenOK(n32, limit) {
 		return buf, fmt.Errorf("%w: header of %d bytes (limit %d)", errFrame, n32, limit)
 	}
 	n := int(n32)
@@ -146,6 +146,11 @@ func (c *codecs) readMsg(r *bufio.Reader, buf []byte, limit int, v any) ([]byte,
 	}
 	return buf, c.decode(buf, v)
 }
+
+// msgLenOK tells whether n, a message length read off the wire, is one to
+// read: not 0 and at most limit. It compares before any int(n), which is
+// negative on 32-bit builds for the largest n.
+func msgLenOK(n uint32, limit int) bool { return n != 0 && uint64(n) <= uint64(limit) }
 
 // decode decodes one msgpack message that must fill msg exactly.
 func (c *codecs) decode(msg []byte, v any) (err error) {
