@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/cloudwego/netpoll"
 	"github.com/tandemcache/tandem/protocol"
@@ -23,8 +25,9 @@ const (
 	binaryMagic = 0x80
 )
 
-// conn is one client connection. Only its handler goroutine touches it,
-// except lastActive (read by the idle sweeper).
+// conn is one client connection. Only its handler touches it (a netpoll
+// task, or the goroutine it was detached to: see inline.go), except
+// lastActive (read by the idle sweeper) and what mu guards.
 type conn struct {
 	s        *Server
 	nc       netpoll.Connection
@@ -44,6 +47,26 @@ type conn struct {
 	pfKeys [store.PrefetchMax][]byte
 
 	lastActive atomic.Int64 // unix seconds
+
+	// Serving on the poller (inline.go). mu is held by the runner while
+	// the handler runs inline and by anything else that closes the
+	// connection; noInline (under mu) sends every later task to the pool.
+	mu         sync.Mutex
+	noInline   bool
+	inline     bool          // the handler runs on the poller: it must not wait
+	detachReq  bool          // the inline handler must hand the connection over
+	detached   atomic.Bool   // a goroutine of its own has the connection
+	detachDone chan struct{} // closed when that goroutine gives it back
+	// partial holds input that could not be run where it was read: a
+	// partial request (once it reaches pneed bytes it is worth parsing
+	// again), or requests left to a detached goroutine.
+	partial []byte
+	pneed   int
+	// wmu orders a detached goroutine's writes with the close callback:
+	// once netpoll has closed the connection (gone), the socket's number
+	// may already belong to another client.
+	wmu  sync.Mutex
+	gone bool
 
 	auth authState // -S and -Y, see auth.go
 
@@ -76,31 +99,57 @@ func newConn(s *Server, nc netpoll.Connection) *conn {
 
 // serve answers every complete request buffered, flushing once per batch,
 // and waits (without spinning) for the rest of a partial one. netpoll calls
-// it whenever input is buffered; it must consume everything or close.
+// it whenever input is buffered; it must consume everything or close. On
+// the poller (c.inline) it never waits: see inline.go.
 func (c *conn) serve() {
+	c.waitDetached()
 	r := c.nc.Reader()
 	for {
 		n := r.Len()
 		if n == 0 {
 			return
 		}
-		if n > c.s.maxInput {
+		if n+len(c.partial) > c.s.maxInput {
 			// A client far ahead of its replies: memcached would stop
 			// reading it; netpoll cannot, so it is dropped.
-			c.nc.Close()
+			c.drop(r, n)
 			return
 		}
 		buf, err := r.Peek(n)
 		if err != nil {
-			c.nc.Close()
+			c.drop(r, n)
 			return
 		}
 		c.lastActive.Store(c.s.store.Unix()) // not time.Now: 0.5% of unpipelined CPU
+		if len(c.partial) > 0 {
+			// The front of a request was copied out: go on from there.
+			c.partial = append(c.partial, buf...)
+			_ = r.Skip(n)
+			_ = r.Release()
+			c.s.bytesRead.Add(uint64(n))
+			if len(c.partial) >= c.pneed {
+				c.runPartial()
+			}
+			c.finish()
+			return
+		}
 		pos, need := c.process(buf)
+		c.flush()
+		if c.inline && (need > 0 || c.detachReq || c.closing) {
+			// Nothing on the poller may wait: keep what is left.
+			if !c.closing {
+				c.partial = append(c.partial[:0], buf[pos:]...)
+				c.pneed = need
+			}
+			pos, need = n, 0
+		}
 		_ = r.Skip(pos)
 		c.s.bytesRead.Add(uint64(pos))
-		c.flush()
 		_ = r.Release()
+		if c.inline {
+			c.finish()
+			return
+		}
 		if c.closing {
 			if c.s.repl != nil {
 				c.waitHeld() // the replies before a quit are owed
@@ -119,13 +168,50 @@ func (c *conn) serve() {
 	}
 }
 
+// runPartial runs the requests in c.partial and keeps what is left of it.
+func (c *conn) runPartial() {
+	pos, need := c.process(c.partial)
+	c.flush()
+	rest := copy(c.partial, c.partial[pos:])
+	c.partial = c.partial[:rest]
+	c.pneed = need
+	if rest == 0 && cap(c.partial) > 64<<10 {
+		c.partial = nil // a big value passed through: do not keep its room
+	}
+}
+
+// finish ends a handler call that consumed all input: on the poller, the
+// connection goes to a goroutine of its own if it must; elsewhere, it is
+// closed if it must.
+func (c *conn) finish() {
+	switch {
+	case c.inline && (c.detachReq || c.closing):
+		c.detach()
+	case !c.inline && c.closing:
+		c.nc.Close()
+	}
+}
+
+// drop closes the connection after consuming its input n bytes (a client
+// too far ahead, or a read error).
+func (c *conn) drop(r netpoll.Reader, n int) {
+	c.closing = true
+	if c.inline {
+		_ = r.Skip(n)
+		_ = r.Release()
+		c.detach()
+		return
+	}
+	c.nc.Close()
+}
+
 // process runs the requests at the front of buf. It returns the bytes
 // consumed and, when a request is incomplete, how many bytes from there on
 // must be buffered before it can go on (0 when all was consumed).
 func (c *conn) process(buf []byte) (pos, need int) {
 	count := 0
 	pf := 0 // the keys of buf[:pf] were prefetched
-	for pos < len(buf) && !c.closing {
+	for pos < len(buf) && !c.closing && !c.detachReq {
 		if c.swallow > 0 {
 			k := min(c.swallow, len(buf)-pos)
 			pos += k
@@ -313,12 +399,23 @@ func (c *conn) flush() {
 	if len(c.out) == 0 || c.udp {
 		return
 	}
-	c.s.bytesWritten.Add(uint64(len(c.out)))
+	if c.detached.Load() {
+		c.flushDetached()
+		return
+	}
 	b := c.out
 	if c.fd >= 0 {
 		// What is left: the kernel buffer is full, or the socket is gone.
 		w, _ := writeFd(c.fd, b)
+		c.s.bytesWritten.Add(uint64(w))
 		b = b[w:]
+	}
+	if len(b) > 0 && c.inline {
+		// The poller must not wait for the socket: keep the rest for a
+		// goroutine of its own, and run nothing more here.
+		c.out = c.out[:copy(c.out, b)]
+		c.detachReq = true
+		return
 	}
 	if len(b) > 0 {
 		// WriteBinary keeps a reference to b until Flush returns; c.out is
@@ -326,6 +423,39 @@ func (c *conn) flush() {
 		w := c.nc.Writer()
 		if _, err := w.WriteBinary(b); err != nil || w.Flush() != nil {
 			c.closing = true
+		} else {
+			c.s.bytesWritten.Add(uint64(len(b)))
+		}
+	}
+	c.out = c.out[:0]
+}
+
+// flushDetached is flush on a detached goroutine, which netpoll does not
+// know is running: netpoll may close the connection under it (the client
+// hangs up, the idle sweeper, Shutdown), and its writer may be gone. It
+// writes to the socket itself, under wmu, until it is done, the
+// connection is closed, or the write timeout passes.
+func (c *conn) flushDetached() {
+	b := c.out
+	deadline := time.Now().Add(c.s.cfg.WriteTimeout)
+	for len(b) > 0 {
+		c.wmu.Lock()
+		if c.gone {
+			c.wmu.Unlock()
+			c.closing = true
+			break
+		}
+		w, err := writeFd(c.fd, b)
+		c.wmu.Unlock()
+		c.s.bytesWritten.Add(uint64(w))
+		b = b[w:]
+		left := time.Until(deadline)
+		if err != nil || len(b) > 0 && left <= 0 {
+			c.closing = true
+			break
+		}
+		if len(b) > 0 {
+			waitWritable(c.fd, min(left, 100*time.Millisecond))
 		}
 	}
 	c.out = c.out[:0]

@@ -83,14 +83,5 @@ func TestHeldRepliesReaderGone(t *testing.T) {
 	require.NoError(t, err)
 
 	// Not read at all: the server gives up on it and closes it.
-	deadline := time.Now().Add(ioTimeout)
-	for {
-		n, err := c.stat("curr_connections")
-		require.NoError(t, err)
-		if n == curr {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "the stuck client is still connected (%s, was %s)", n, curr)
-		time.Sleep(20 * time.Millisecond)
-	}
+	c.waitStat(t, "curr_connections", curr)
 }

@@ -162,6 +162,22 @@ func (c *client) stat(name string) (string, error) {
 	}
 }
 
+// waitStat asks for stats until field name reads want, or fails the test
+// after the I/O timeout.
+func (c *client) waitStat(t *testing.T, name, want string) {
+	t.Helper()
+	deadline := time.Now().Add(ioTimeout)
+	for {
+		got, err := c.stat(name)
+		require.NoError(t, err)
+		if got == want {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "%s stays at %s, not %s", name, got, want)
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // waitEOF reads until the server closes the connection.
 func (c *client) waitEOF() error {
 	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
@@ -184,13 +200,23 @@ func heapAlloc() uint64 {
 // about 3 seconds. Every well-behaved operation must get exactly the right
 // answer, and afterwards the server must hold no more connections,
 // goroutines or memory than before.
+// TestBadInputIsolation runs with handlers on the pool and, with LowLatency, on
+// the poller (inline.go).
 func TestBadInputIsolation(t *testing.T) {
+	for _, low := range []bool{false, true} {
+		t.Run(fmt.Sprintf("low-latency=%v", low), func(t *testing.T) {
+			testBadInputIsolation(t, server.Config{LowLatency: low})
+		})
+	}
+}
+
+func testBadInputIsolation(t *testing.T, cfg server.Config) {
 	const (
 		good     = 8
 		bad      = 50
 		duration = 3 * time.Second
 	)
-	addr, _ := startServer(t, server.Config{})
+	addr, _ := startServer(t, cfg)
 
 	// Warm up netpoll's pollers and pools before the baselines.
 	w := mustDial(t, addr)
@@ -410,8 +436,18 @@ func badClient(addr string, kind int, rng *rand.Rand) error {
 // TestPartialRequests delivers requests in pieces: a byte at a time, in
 // large pipelines, as a value of almost the largest size in 7 writes, and as
 // a value too large to store.
+// TestPartialRequests runs with handlers on the pool and, with LowLatency, on
+// the poller (inline.go).
 func TestPartialRequests(t *testing.T) {
-	addr, _ := startServer(t, server.Config{})
+	for _, low := range []bool{false, true} {
+		t.Run(fmt.Sprintf("low-latency=%v", low), func(t *testing.T) {
+			testPartialRequests(t, server.Config{LowLatency: low})
+		})
+	}
+}
+
+func testPartialRequests(t *testing.T, cfg server.Config) {
+	addr, _ := startServer(t, cfg)
 
 	t.Run("byte at a time", func(t *testing.T) {
 		c := mustDial(t, addr)

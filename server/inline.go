@@ -1,0 +1,251 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/bytedance/gopkg/util/gopool"
+	cgopool "github.com/cloudwego/gopkg/concurrency/gopool"
+	"github.com/cloudwego/netpoll"
+	"github.com/tandemcache/tandem/protocol"
+)
+
+// Handlers on the poller's goroutine (--low-latency).
+//
+// netpoll hands each batch of input to a goroutine of its pool. For a lone
+// small request that hand-off is most of the round trip: the poller's
+// thread has to wake a second thread to run the new goroutine. With
+// LowLatency, a batch of at most inlineMax bytes runs on the poller itself,
+// as memcached's worker threads run theirs; larger batches (pipelines, big
+// values) keep the pool, where handlers may wait and run side by side.
+// Measured (docs/performance.md, twelfth session): p50 of an open-loop
+// 2,000 requests/s 115 µs against 600 µs (memcached 122), and the same
+// throughput and CPU under load; but at low load the Go runtime's sysmon
+// often ends up waking every 20 µs (the pollers' Ps are taken back from
+// their blocking epoll_wait again and again), which costs up to 3× the CPU
+// per request. That is why it is not the default.
+//
+// A handler on the poller must never wait: it would hold up every
+// connection of that poller, and waiting for input or for the socket to
+// drain means waiting for the poller itself. So:
+//   - a batch runs there only if it holds no command that may run long or
+//     close the connection (inlineOK), and is not the rest of a partial
+//     request;
+//   - a partial request is copied out of netpoll's buffer into c.partial
+//     (netpoll calls a handler again at once while input is left), and its
+//     rest is read on the pool;
+//   - when the socket does not take a whole reply, or input is bad enough
+//     to close the connection, the connection is handed to a goroutine of
+//     its own (detach), which writes the rest, runs what is left, closes
+//     it if it must, and gives it back;
+//   - the handler never closes the connection: netpoll's Close from a task
+//     running on the poller waits for the poller (FDOperator.unused spins
+//     on the operator the poller is handling) and never returns.
+//
+// Any other goroutine that closes a connection (the idle sweeper, Shutdown,
+// a detached goroutine) does so through closeExternal, under c.mu, which
+// the runner holds while a handler runs on the poller: a Close never lands
+// in the middle of an inline handler, and no handler runs inline after it.
+// netpoll does not know a detached goroutine is running, and may close the
+// connection under it (the client hangs up): it writes under c.wmu and
+// stops once the close callback has marked the connection gone, because
+// the socket's number may already be another client's.
+//
+// A replicating server keeps the pool for every batch: its handlers may
+// wait for held replies when a connection closes.
+const inlineMax = 200
+
+// inlineUsed is set once a server with LowLatency starts: until then the
+// runner is netpoll's default and nothing more.
+var inlineUsed atomic.Bool
+
+// poolTask is netpoll's default runner: bytedance's gopool, or cloudwego's
+// when USE_CLOUDWEGO_GOPOOL is set (as netpoll's internal/runner does).
+var poolTask = gopool.CtxGo
+
+func init() {
+	if yes, _ := strconv.ParseBool(os.Getenv("USE_CLOUDWEGO_GOPOOL")); yes {
+		poolTask = cgopool.CtxGo
+	}
+	// netpoll reads its runner unguarded from its pollers: set it once,
+	// before any of them starts.
+	_ = netpoll.Configure(netpoll.Config{Runner: runTask})
+}
+
+// runTask is netpoll's runner: it runs a connection's task on the poller
+// when the connection may be served there, and on netpoll's pool otherwise.
+func runTask(ctx context.Context, f func()) {
+	if !inlineUsed.Load() {
+		poolTask(ctx, f)
+		return
+	}
+	var c *conn
+	if ctx != nil {
+		c, _ = ctx.Value(ctxKey{}).(*conn)
+	}
+	if c == nil || !c.s.cfg.LowLatency || c.s.repl != nil || c.fd < 0 || c.s.noInline.Load() {
+		poolTask(ctx, f)
+		return
+	}
+	// The task cannot run yet (netpoll holds its processing lock for it),
+	// so the connection's buffer and c.partial are ours to look at.
+	r := c.nc.Reader()
+	n := r.Len()
+	if n > inlineMax || len(c.partial) > 0 {
+		poolTask(ctx, f) // a pipeline, a big value, or the rest of a request
+		return
+	}
+	if buf, err := r.Peek(n); err != nil || !inlineOK(buf) {
+		poolTask(ctx, f)
+		return
+	}
+	c.mu.Lock()
+	if c.noInline || c.detached.Load() || c.s.noInline.Load() {
+		c.mu.Unlock()
+		poolTask(ctx, f)
+		return
+	}
+	inlineRuns.Add(1)
+	c.inline = true
+	f()
+	c.inline = false
+	c.mu.Unlock()
+}
+
+// inlineRuns counts the tasks run on a poller, for the tests.
+var inlineRuns atomic.Uint64
+
+// inlineOK reports whether the requests in b are all cheap: none may run
+// long or touch every connection (stats, slabs, lru_crawler, flush_all,
+// shutdown, ...) or close the connection (quit), since a handler on the
+// poller may do neither. Text is judged by the word at the start of each
+// line (a line of a value that starts with such a word only sends the
+// batch to the pool), binary by each header's opcode.
+func inlineOK(b []byte) bool {
+	if len(b) > 0 && b[0] == binaryMagic {
+		for len(b) >= binaryHeaderLen {
+			if b[0] != binaryMagic || !inlineOp(b[1]) {
+				return false
+			}
+			next := binaryHeaderLen + (int(b[8])<<24 | int(b[9])<<16 | int(b[10])<<8 | int(b[11]))
+			if next >= len(b) {
+				return true
+			}
+			b = b[next:]
+		}
+		return true
+	}
+	for len(b) > 0 {
+		if slowWord(b) {
+			return false
+		}
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return true
+		}
+		b = b[i+1:]
+	}
+	return true
+}
+
+// binaryHeaderLen is the size of a binary protocol request header.
+const binaryHeaderLen = 24
+
+// slowWords start the text commands that do not run on the poller.
+var slowWords = [][]byte{[]byte("stats"), []byte("slabs"), []byte("lru"), []byte("flush_all"),
+	[]byte("shutdown"), []byte("cache_memlimit"), []byte("watch"), []byte("quit")}
+
+func slowWord(line []byte) bool {
+	switch line[0] {
+	case 's', 'l', 'f', 'c', 'w', 'q':
+		for _, w := range slowWords {
+			if bytes.HasPrefix(line, w) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// inlineOp is slowWord for binary opcodes: stats, flush, SASL and quit.
+func inlineOp(op uint8) bool {
+	switch op {
+	case protocol.OpStat, protocol.OpFlush, protocol.OpFlushQ, protocol.OpQuit, protocol.OpQuitQ,
+		protocol.OpSASLList, protocol.OpSASLAuth, protocol.OpSASLStep:
+		return false
+	}
+	return true
+}
+
+// detach hands the connection to a goroutine of its own. The inline
+// handler calls it last, having consumed all input: what is left to do is
+// in c.out (replies the socket did not take), c.partial (requests not run
+// yet) and c.closing.
+func (c *conn) detach() {
+	c.detachReq = false
+	done := make(chan struct{})
+	c.detachDone = done
+	c.detached.Store(true)
+	go c.serveDetached(done)
+}
+
+// serveDetached is the detached goroutine: it writes what the socket did
+// not take, runs the requests left over (replying after it), closes the
+// connection if it must, and gives the connection back to netpoll's tasks
+// (which wait for done).
+func (c *conn) serveDetached(done chan struct{}) {
+	// The runner holds c.mu until the inline handler has returned: from
+	// then on only this goroutine touches the connection.
+	c.mu.Lock()
+	c.mu.Unlock() //nolint:staticcheck // empty on purpose: a barrier
+	defer func() {
+		if p := recover(); p != nil {
+			fmt.Fprintf(c.s.cfg.Log, "tandem: panic serving %s: %v\n", c.nc.RemoteAddr(), p)
+			c.closing = true
+		}
+		if c.closing {
+			c.closeExternal()
+		}
+		c.detached.Store(false)
+		close(done)
+	}()
+	growStack4K()
+	if !c.closing && len(c.partial) > 0 && len(c.partial) >= c.pneed {
+		c.runPartial() // its replies go after what c.out holds
+	} else {
+		c.flush()
+	}
+}
+
+// waitDetached makes a netpoll task wait while a detached goroutine has
+// the connection.
+func (c *conn) waitDetached() {
+	if c.detached.Load() {
+		<-c.detachDone
+	}
+}
+
+// closeExternal closes the connection from a goroutine that is not its
+// handler (see the top of this file).
+func (c *conn) closeExternal() {
+	c.mu.Lock()
+	c.noInline = true
+	c.nc.Close()
+	c.mu.Unlock()
+}
+
+// stopInline makes every later task run on netpoll's pool and waits for
+// the inline handlers running now: netpoll's own Shutdown closes idle
+// connections from its goroutine, without c.mu.
+func (s *Server) stopInline() {
+	s.noInline.Store(true)
+	for _, c := range s.connsWhere(func(*conn) bool { return true }) {
+		c.mu.Lock()
+		c.noInline = true
+		c.mu.Unlock()
+	}
+}

@@ -1,0 +1,155 @@
+package server_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/tandemcache/tandem/server"
+	"github.com/tandemcache/tandem/store"
+)
+
+// Small batches run on the poller's goroutine (server/inline.go). These
+// cases are the ones where such a handler would otherwise wait: for a
+// socket that does not drain, for the rest of a request, for a long
+// command, for a close.
+func TestInlineHandlers(t *testing.T) {
+	// A clock the test moves: the idle sweeper reads the store's clock.
+	clk := store.NewClock()
+	st, err := store.New(store.Config{MemoryLimit: 64 << 20, Clock: clk})
+	require.NoError(t, err)
+	addr, log := serveStore(t, server.Config{IdleTimeout: 2 * time.Second, LowLatency: true}, st)
+	t.Cleanup(func() { require.Empty(t, log.String()) })
+
+	t.Run("reader that stops reading", func(t *testing.T) {
+		// One client sends small gets of a 512 KiB value, one write each
+		// (each runs inline), and reads nothing until the socket buffers
+		// are full both ways; meanwhile another client on the same poller
+		// must be answered at once. Then every reply arrives, in order.
+		slow := mustDial(t, addr)
+		runs := server.InlineRuns()
+		value := strings.Repeat("v", 512<<10)
+		require.NoError(t, slow.roundTrip(fmt.Sprintf("set big 0 0 %d\r\n%s\r\n", len(value), value), "STORED\r\n"))
+		const gets = 64 // 32 MiB of replies
+		fast := mustDial(t, addr)
+		for i := range gets {
+			require.NoError(t, slow.send([]byte(fmt.Sprintf("mg big v O%d\r\n", i))))
+			// A round trip on the other connection between two gets (the
+			// tests share one poller) keeps each get a batch of its own.
+			start := time.Now()
+			require.NoError(t, fast.roundTrip(fmt.Sprintf("mn\r\nmg nokey O%d\r\n", i), fmt.Sprintf("MN\r\nEN O%d\r\n", i)))
+			require.Less(t, time.Since(start), time.Second, "a stalled client held up another")
+		}
+		for i := range gets {
+			require.NoError(t, slow.expect([]byte(fmt.Sprintf("VA %d O%d\r\n%s\r\n", len(value), i, value))), "reply %d", i)
+		}
+		require.NoError(t, slow.roundTrip("mn\r\n", "MN\r\n"))
+		require.Greater(t, server.InlineRuns()-runs, uint64(gets), "the gets did not run on the poller")
+	})
+
+	t.Run("client gone while its replies wait", func(t *testing.T) {
+		// The socket fills, the rest waits on a detached goroutine, and
+		// the client resets the connection: the goroutine must stop
+		// writing (the socket's number may be reused at once).
+		c := mustDial(t, addr)
+		before, err := c.stat("curr_connections")
+		require.NoError(t, err)
+		gone := mustDial(t, addr)
+		for i := range 32 {
+			require.NoError(t, gone.send([]byte(fmt.Sprintf("mg big v O%d\r\n", i))))
+			require.NoError(t, c.roundTrip("mn\r\n", "MN\r\n")) // one batch each
+		}
+		require.NoError(t, gone.Conn.(*net.TCPConn).SetLinger(0))
+		require.NoError(t, gone.Close())
+		c.waitStat(t, "curr_connections", before)
+		require.NoError(t, c.roundTrip("mg big s\r\n", fmt.Sprintf("HD s%d\r\n", 512<<10)))
+	})
+
+	t.Run("partial request, then the rest", func(t *testing.T) {
+		c := mustDial(t, addr)
+		other := mustDial(t, addr)
+		// A round trip on another connection of the same poller between
+		// the two halves, so that they are read apart.
+		require.NoError(t, c.send([]byte("set half 0 0 10\r\n01234")))
+		require.NoError(t, other.roundTrip("mn\r\n", "MN\r\n"))
+		require.NoError(t, c.roundTrip("56789\r\nget half\r\n", "STORED\r\nVALUE half 0 10\r\n0123456789\r\nEND\r\n"))
+		// A partial line, and a whole one before it.
+		require.NoError(t, c.send([]byte("get half\r\nge")))
+		require.NoError(t, c.expect([]byte("VALUE half 0 10\r\n0123456789\r\nEND\r\n")))
+		require.NoError(t, c.roundTrip("t half\r\n", "VALUE half 0 10\r\n0123456789\r\nEND\r\n"))
+	})
+
+	t.Run("half-closed client gets its replies", func(t *testing.T) {
+		for _, req := range []string{"mn\r\n", "stats\r\n"} {
+			c := mustDial(t, addr)
+			require.NoError(t, c.send([]byte(req)))
+			require.NoError(t, c.Conn.(*net.TCPConn).CloseWrite())
+			_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+			got, err := io.ReadAll(c.r)
+			require.NoError(t, err)
+			require.True(t, strings.HasSuffix(string(got), "\r\n") && (req == "mn\r\n" && string(got) == "MN\r\n" ||
+				strings.HasSuffix(string(got), "END\r\n")), "%q got %q", req, got)
+		}
+	})
+
+	t.Run("long commands (on the pool) between short ones, in order", func(t *testing.T) {
+		c := mustDial(t, addr)
+		require.NoError(t, c.send([]byte("set o 0 0 1\r\nx\r\nstats\r\nget o\r\n")))
+		require.NoError(t, c.expect([]byte("STORED\r\n")))
+		var got bytes.Buffer
+		for !bytes.HasSuffix(got.Bytes(), []byte("END\r\n")) {
+			line, err := c.r.ReadString('\n')
+			require.NoError(t, err)
+			got.WriteString(line)
+		}
+		require.Contains(t, got.String(), "STAT curr_connections ")
+		require.NoError(t, c.expect([]byte("VALUE o 0 1\r\nx\r\nEND\r\n")))
+		// Binary stats detaches too; a binary noop after it is answered.
+		b := mustDial(t, addr)
+		stat := []byte{0x80, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+		noop := []byte{0x80, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+		require.NoError(t, b.send(append(stat, noop...)))
+		for {
+			hdr := make([]byte, 24)
+			_, err := ioReadFull(b, hdr)
+			require.NoError(t, err)
+			body := int(hdr[8])<<24 | int(hdr[9])<<16 | int(hdr[10])<<8 | int(hdr[11])
+			_, err = ioReadFull(b, make([]byte, body))
+			require.NoError(t, err)
+			if hdr[1] == 0x0a {
+				break // the noop, after the last stat
+			}
+			require.Equal(t, byte(0x10), hdr[1])
+		}
+	})
+
+	t.Run("quit after replies", func(t *testing.T) {
+		c := mustDial(t, addr)
+		require.NoError(t, c.roundTrip("set q 0 0 1\r\nq\r\n", "STORED\r\n"))
+		require.NoError(t, c.send([]byte("get q\r\nquit\r\nget q\r\n")))
+		require.NoError(t, c.expect([]byte("VALUE q 0 1\r\nq\r\nEND\r\n")))
+		require.NoError(t, c.waitEOF())
+	})
+
+	t.Run("idle sweeper closes a connection with a partial request", func(t *testing.T) {
+		c := mustDial(t, addr)
+		require.NoError(t, c.send([]byte("get hal")))
+		// A round trip on another connection (the same poller) first, so
+		// that the partial request is most likely copied out before the
+		// sweep; the connection must close either way.
+		require.NoError(t, mustDial(t, addr).roundTrip("mn\r\n", "MN\r\n"))
+		clk.Advance(10)
+		require.NoError(t, c.waitEOF())
+	})
+}
+
+// ioReadFull reads exactly len(b) bytes under the I/O timeout.
+func ioReadFull(c *client, b []byte) (int, error) {
+	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+	return io.ReadFull(c.r, b)
+}
