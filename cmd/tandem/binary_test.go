@@ -40,11 +40,24 @@ var anyPassLine = regexp.MustCompile(`(?m)^(ascii|binary) .*\[pass\]\s*$`)
 // and binary protocol.
 func TestMemccapableBinary(t *testing.T) {
 	_, port := e2eServer(t)
-	out, err := e2eRun(t, memccapablePath, "-h", "127.0.0.1", "-p", strconv.Itoa(port))
+	memccapableAll(t, strconv.Itoa(port))
+}
+
+// memccapableAll runs memccapable's whole suite against a server on port.
+func memccapableAll(t *testing.T, port string) {
+	t.Helper()
+	out, err := e2eRun(t, memccapablePath, "-h", "127.0.0.1", "-p", port)
 	passed := len(anyPassLine.FindAllString(out, -1))
 	if err != nil || !strings.Contains(out, "All tests passed") || passed != memccapableAllTests {
 		t.Fatalf("memccapable: %v; %d of %d tests passed; output:\n%s", err, passed, memccapableAllTests, out)
 	}
+}
+
+// TestMemccapableLowLatency runs the same suite against a server that
+// answers small requests on its pollers (--low-latency).
+func TestMemccapableLowLatency(t *testing.T) {
+	addr := startServer(t, e2eBinary(t), []string{"--low-latency"})
+	memccapableAll(t, addr[strings.LastIndexByte(addr, ':')+1:])
 }
 
 // TestLibmemcachedToolsBinary drives the server with libmemcached's command

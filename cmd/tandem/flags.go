@@ -63,6 +63,7 @@ type options struct {
 	replSecretFile string
 
 	cpuProfile string // --cpuprofile: a pprof CPU profile of the whole run
+	lowLatency bool   // --low-latency: small batches run on the poller
 }
 
 var errHelpShown = errors.New("help shown")
@@ -109,6 +110,7 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 	fs.String("config", "", "read options from a file in /etc/memcached.conf format")
 
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the run to this file (written at exit: SIGTERM or SIGINT)")
+	fs.BoolVar(&o.lowLatency, "low-latency", false, "answer small requests on the network poller's thread: lower latency at low load, more CPU when lightly loaded (no effect with --peers)")
 
 	// Replication: Tandem's own options, long names only.
 	fs.StringSliceVar(&o.peers, "peers", nil, "replication peers, HOST:PORT[,HOST:PORT...] (none: replication off)")

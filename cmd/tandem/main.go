@@ -189,6 +189,7 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 		OnShutdown:      func(graceful bool) { stop <- graceful },
 		SASL:            users.sasl,
 		AuthFile:        users.ascii,
+		LowLatency:      o.lowLatency,
 	}
 	if repl != nil {
 		if err := repl.Start(st); err != nil {
