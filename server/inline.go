@@ -160,6 +160,12 @@ var slowWords = [][]byte{[]byte("stats"), []byte("slabs"), []byte("lru"), []byte
 	[]byte("shutdown"), []byte("cache_memlimit"), []byte("watch"), []byte("quit")}
 
 func slowWord(line []byte) bool {
+	for len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+		line = line[1:] // the parser skips them too
+	}
+	if len(line) == 0 {
+		return false
+	}
 	switch line[0] {
 	case 's', 'l', 'f', 'c', 'w', 'q':
 		for _, w := range slowWords {
