@@ -23,11 +23,13 @@ import (
 // as memcached's worker threads run theirs; larger batches (pipelines, big
 // values) keep the pool, where handlers may wait and run side by side.
 // Measured (docs/performance.md, twelfth session): p50 of an open-loop
-// 2,000 requests/s 115 µs against 600 µs (memcached 122), and the same
-// throughput and CPU under load; but at low load the Go runtime's sysmon
-// often ends up waking every 20 µs (the pollers' Ps are taken back from
-// their blocking epoll_wait again and again), which costs up to 3× the CPU
-// per request. That is why it is not the default.
+// 2,000 requests/s about 115–150 µs against 600 µs (memcached 122), and
+// the same throughput under load with ~5% more CPU and 5–16% higher p99.
+// The pollers block in epoll_wait holding a processor each; with none left
+// idle, Go's sysmon keeps taking them back and never sleeps (up to 3× the
+// CPU per request at low load), so cmd/tandem gives the runtime one
+// processor more than it has pollers. It is not the default: an operator
+// chooses latency at low load over a little CPU under load.
 //
 // A handler on the poller must never wait: it would hold up every
 // connection of that poller, and waiting for input or for the socket to

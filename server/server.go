@@ -97,9 +97,11 @@ type Config struct {
 	// is off and costs one nil check per write.
 	Replicator Replicator
 	// LowLatency runs small batches of requests on the network poller's
-	// own goroutine instead of handing them to a pool goroutine (--low-latency,
-	// inline.go): about half the latency at low load, more CPU when lightly
-	// loaded. Ignored with a Replicator.
+	// own goroutine instead of handing them to a pool goroutine
+	// (--low-latency, inline.go): a fraction of the latency at low load.
+	// The process needs a spare processor (GOMAXPROCS above the number of
+	// pollers) or its CPU at low load grows several times. Ignored with a
+	// Replicator.
 	LowLatency bool
 	// AuthFile, if set, turns on ascii authentication against these users
 	// (-Y): a text connection must first send an auth set. Set Protocol to

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -113,6 +114,19 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 		if err := netpoll.SetNumLoops(o.threads); err != nil {
 			fmt.Fprintf(stderr, "tandem: setting %d event loops: %v\n", o.threads, err)
 			return 71
+		}
+	}
+	if o.lowLatency && o.peers == nil && os.Getenv("GOMAXPROCS") == "" {
+		// Handlers run on the pollers, which block in epoll_wait holding a
+		// processor each. With no processor left idle, Go's sysmon takes
+		// them back again and again and never sleeps: up to 3x the CPU per
+		// request at low load. One spare processor stops that
+		// (docs/performance.md, twelfth session).
+		runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), max(o.threads, 1)+1))
+		if cpus := runtime.NumCPU(); o.threads > cpus {
+			// Measured: with more pollers than cores, handlers on the
+			// pollers cost 10-30% more CPU under load.
+			fmt.Fprintf(stderr, "tandem: warning: --low-latency works best with -t at most the number of CPUs (%d)\n", cpus)
 		}
 	}
 	if o.cpuProfile != "" {
