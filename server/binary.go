@@ -72,6 +72,10 @@ func (c *conn) processBinary(buf []byte) (used, want int) {
 		c.closing = true
 		return len(buf), 0
 	}
+	if c.inline && !inlineOp(r.Opcode) {
+		c.detachReq = true // one the runner's scan missed: not on the poller
+		return 0, 0
+	}
 	if c.s.cfg.SASL != nil && !c.saslAllowed(r.Opcode) {
 		// memcached checks this before the key length, and closes.
 		c.binError(&r, protocol.StatusAuthError)

@@ -278,6 +278,10 @@ func (c *conn) one(buf []byte) (used, want int) {
 		}
 		return 0, len(buf) + 1
 	}
+	if c.inline && err == nil && slowCmd(c.req.Cmd) {
+		c.detachReq = true // one the runner's scan missed: not on the poller
+		return 0, 0
+	}
 	mark := len(c.out)
 	c.retrieval = err == nil && c.req.Cmd.IsRetrieval()
 	write := c.s.repl != nil && err == nil && textWrite(&c.req)

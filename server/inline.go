@@ -93,20 +93,17 @@ func runTask(ctx context.Context, f func()) {
 		poolTask(ctx, f)
 		return
 	}
-	// The task cannot run yet (netpoll holds its processing lock for it),
-	// so the connection's buffer and c.partial are ours to look at.
 	r := c.nc.Reader()
-	n := r.Len()
-	if n > inlineMax || len(c.partial) > 0 {
-		poolTask(ctx, f) // a pipeline, a big value, or the rest of a request
-		return
-	}
-	if buf, err := r.Peek(n); err != nil || !inlineOK(buf) {
-		poolTask(ctx, f)
+	if r.Len() > inlineMax {
+		poolTask(ctx, f) // a pipeline or a big value
 		return
 	}
 	c.mu.Lock()
-	if c.noInline || c.detached.Load() || c.s.noInline.Load() {
+	// The task cannot run yet (netpoll holds its processing lock for it)
+	// and no detached goroutine has the connection: its state and buffer
+	// are ours to look at. Not the rest of a request, nor the tail of a
+	// refused value, nor a batch with a slow command.
+	if c.noInline || c.detached.Load() || c.s.noInline.Load() || len(c.partial) > 0 || c.swallow > 0 || !c.inlineOK(r) {
 		c.mu.Unlock()
 		poolTask(ctx, f)
 		return
@@ -121,14 +118,31 @@ func runTask(ctx context.Context, f func()) {
 // inlineRuns counts the tasks run on a poller, for the tests.
 var inlineRuns atomic.Uint64
 
-// inlineOK reports whether the requests in b are all cheap: none may run
+// inlineOK reports whether the connection's buffered requests look cheap
+// (see inlineScan), reading them as its protocol.
+func (c *conn) inlineOK(r netpoll.Reader) bool {
+	b, err := r.Peek(r.Len())
+	if err != nil || len(b) == 0 {
+		return false
+	}
+	binary := c.binary
+	if !c.started {
+		binary = b[0] == binaryMagic
+	}
+	return inlineScan(b, binary)
+}
+
+// inlineScan reports whether the requests in b are all cheap: none may run
 // long or touch every connection (stats, slabs, lru_crawler, flush_all,
-// shutdown, ...) or close the connection (quit), since a handler on the
-// poller may do neither. Text is judged by the word at the start of each
-// line (a line of a value that starts with such a word only sends the
-// batch to the pool), binary by each header's opcode.
-func inlineOK(b []byte) bool {
-	if len(b) > 0 && b[0] == binaryMagic {
+// shutdown, ...) or close the connection (quit). Text is judged by the
+// word at the start of each line (a line of a value that starts with such
+// a word only sends the batch to the pool), binary by each header's
+// opcode. A client can still slip one past it (a data block of the wrong
+// length makes the parser read a command from the middle of a line), so
+// the handler checks each command again (slowCmd) and hands such a one to
+// a goroutine of its own.
+func inlineScan(b []byte, binary bool) bool {
+	if binary {
 		for len(b) >= binaryHeaderLen {
 			if b[0] != binaryMagic || !inlineOp(b[1]) {
 				return false
@@ -175,6 +189,16 @@ func slowWord(line []byte) bool {
 				return true
 			}
 		}
+	}
+	return false
+}
+
+// slowCmd is slowWord for a parsed text or meta command.
+func slowCmd(cmd protocol.Command) bool {
+	switch cmd {
+	case protocol.CmdStats, protocol.CmdSlabs, protocol.CmdLru, protocol.CmdLruCrawler, protocol.CmdFlushAll,
+		protocol.CmdShutdown, protocol.CmdCacheMemlimit, protocol.CmdWatch, protocol.CmdQuit:
+		return true
 	}
 	return false
 }

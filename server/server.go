@@ -306,7 +306,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		hold, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)/2))
 		defer cancel()
 	}
-	holding := func(c *conn) bool { return c.held.active.Load() }
+	// Likewise a connection handed to a goroutine of its own (inline.go),
+	// which netpoll counts as idle.
+	holding := func(c *conn) bool { return c.held.active.Load() || c.detached.Load() }
 	for len(s.connsWhere(holding)) > 0 && hold.Err() == nil {
 		time.Sleep(time.Millisecond)
 	}

@@ -122,12 +122,16 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 		// them back again and again and never sleeps: up to 3x the CPU per
 		// request at low load. One spare processor stops that
 		// (docs/performance.md, twelfth session).
-		runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), max(o.threads, 1)+1))
-		if cpus := runtime.NumCPU(); o.threads > cpus {
+		// The runtime's own default follows the CPUs this process may use
+		// (its cgroup limit included); setting it stops the runtime from
+		// following later changes of that limit.
+		procs := runtime.GOMAXPROCS(0)
+		if o.threads > procs {
 			// Measured: with more pollers than cores, handlers on the
 			// pollers cost 10-30% more CPU under load.
-			fmt.Fprintf(stderr, "tandem: warning: --low-latency works best with -t at most the number of CPUs (%d)\n", cpus)
+			fmt.Fprintf(stderr, "tandem: warning: --low-latency works best with -t at most the number of CPUs (%d)\n", procs)
 		}
+		runtime.GOMAXPROCS(min(max(o.threads, 1), procs) + 1)
 	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
