@@ -89,7 +89,7 @@ func runTask(ctx context.Context, f func()) {
 	if ctx != nil {
 		c, _ = ctx.Value(ctxKey{}).(*conn)
 	}
-	if c == nil || !c.s.cfg.LowLatency || c.s.repl != nil || c.fd < 0 || c.s.noInline.Load() {
+	if c == nil || !c.s.cfg.LowLatency || c.s.repl != nil || c.fd < 0 {
 		poolTask(ctx, f)
 		return
 	}
@@ -179,15 +179,9 @@ func slowWord(line []byte) bool {
 	for len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
 		line = line[1:] // the parser skips them too
 	}
-	if len(line) == 0 {
-		return false
-	}
-	switch line[0] {
-	case 's', 'l', 'f', 'c', 'w', 'q':
-		for _, w := range slowWords {
-			if bytes.HasPrefix(line, w) {
-				return true
-			}
+	for _, w := range slowWords {
+		if bytes.HasPrefix(line, w) {
+			return true
 		}
 	}
 	return false
@@ -270,14 +264,14 @@ func (c *conn) closeExternal() {
 	c.mu.Unlock()
 }
 
-// stopInline makes every later task run on netpoll's pool and waits for
-// the inline handlers running now: netpoll's own Shutdown closes idle
-// connections from its goroutine, without c.mu.
+// stopInline makes every later task run on netpoll's pool (the runner
+// reads s.noInline under c.mu) and waits for the inline handlers running
+// now: netpoll's own Shutdown closes idle connections from its goroutine,
+// without c.mu.
 func (s *Server) stopInline() {
 	s.noInline.Store(true)
 	for _, c := range s.connsWhere(func(*conn) bool { return true }) {
 		c.mu.Lock()
-		c.noInline = true
-		c.mu.Unlock()
+		c.mu.Unlock() //nolint:staticcheck // empty on purpose: a barrier
 	}
 }

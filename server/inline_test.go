@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -101,13 +100,9 @@ func TestInlineHandlers(t *testing.T) {
 		c := mustDial(t, addr)
 		require.NoError(t, c.send([]byte("set o 0 0 1\r\nx\r\nstats\r\nget o\r\n")))
 		require.NoError(t, c.expect([]byte("STORED\r\n")))
-		var got bytes.Buffer
-		for !bytes.HasSuffix(got.Bytes(), []byte("END\r\n")) {
-			line, err := c.r.ReadString('\n')
-			require.NoError(t, err)
-			got.WriteString(line)
-		}
-		require.Contains(t, got.String(), "STAT curr_connections ")
+		got, err := c.readToEnd()
+		require.NoError(t, err)
+		require.Contains(t, got, "STAT curr_connections ")
 		require.NoError(t, c.expect([]byte("VALUE o 0 1\r\nx\r\nEND\r\n")))
 		// Binary stats detaches too; a binary noop after it is answered.
 		b := mustDial(t, addr)
@@ -134,14 +129,9 @@ func TestInlineHandlers(t *testing.T) {
 		c := mustDial(t, addr)
 		require.NoError(t, c.send([]byte("set k 0 0 3\r\nabcdestats\r\nmn\r\n")))
 		require.NoError(t, c.expect([]byte("CLIENT_ERROR bad data chunk\r\n")))
-		var got bytes.Buffer
-		for !bytes.HasSuffix(got.Bytes(), []byte("END\r\n")) {
-			_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
-			line, err := c.r.ReadString('\n')
-			require.NoError(t, err)
-			got.WriteString(line)
-		}
-		require.Contains(t, got.String(), "STAT curr_connections ")
+		got, err := c.readToEnd()
+		require.NoError(t, err)
+		require.Contains(t, got, "STAT curr_connections ")
 		require.NoError(t, c.expect([]byte("MN\r\n")))
 	})
 

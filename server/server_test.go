@@ -145,21 +145,31 @@ func (c *client) stat(name string) (string, error) {
 	if err := c.send([]byte("stats\r\n")); err != nil {
 		return "", err
 	}
+	lines, err := c.readToEnd()
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(lines, "\r\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[1] == name {
+			return f[2], nil
+		}
+	}
+	return "", nil
+}
+
+// readToEnd reads lines up to and including an "END" line, under the I/O
+// timeout.
+func (c *client) readToEnd() (string, error) {
 	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
-	val := ""
-	for {
+	var got strings.Builder
+	for !strings.HasSuffix(got.String(), "END\r\n") {
 		line, err := c.r.ReadString('\n')
 		if err != nil {
 			return "", err
 		}
-		line = strings.TrimRight(line, "\r\n")
-		if line == "END" {
-			return val, nil
-		}
-		if f := strings.Fields(line); len(f) == 3 && f[1] == name {
-			val = f[2]
-		}
+		got.WriteString(line)
 	}
+	return got.String(), nil
 }
 
 // waitStat asks for stats until field name reads want, or fails the test
