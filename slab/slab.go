@@ -281,13 +281,24 @@ func (a *Allocator) Bytes(r Ref, n int) []byte {
 	return a.pages[p][off : off+n : off+n]
 }
 
-// Prefetch starts loading the first cache line of chunk r, so that a read
-// of it a little later does not wait for memory. Only a hint: callers
-// issue several before using any, and the misses overlap.
+// prefetchSpan is the most of a chunk Prefetch loads: the header, key and
+// value of a small item, where a lookup's key compare and a set's copy land.
+const prefetchSpan = 256
+
+// Prefetch starts loading chunk r, or its first prefetchSpan bytes, so that
+// a read or write of it a little later does not wait for memory. Only a
+// hint: callers issue several before using any, and the misses overlap.
 func (a *Allocator) Prefetch(r Ref) {
 	p, off := a.split(r)
-	if uint(p) < uint(len(a.pages)) && off < len(a.pages[p]) {
-		PrefetchAddr(unsafe.Pointer(&a.pages[p][off]))
+	if uint(p) >= uint(len(a.pages)) || off >= len(a.pages[p]) {
+		return
+	}
+	n := 1
+	if cls := int(a.pageClass[p].Load()); cls > 0 && cls < len(a.classes) {
+		n = min(a.classes[cls].size, prefetchSpan, len(a.pages[p])-off)
+	}
+	for i := 0; i < n; i += 64 {
+		PrefetchAddr(unsafe.Pointer(&a.pages[p][off+i]))
 	}
 }
 
