@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // parseSeeds are real command lines, good and bad, text and meta: the
@@ -397,6 +398,44 @@ func FuzzNumbers(f *testing.F) {
 				t.Skipf("known difference (parseInt32 wraps past 2^64): parseInt32(%q) = %d, %v", b, got32, gotOK)
 			}
 			t.Fatalf("parseInt32(%q) = %d, %v; want %d, %v", b, got32, gotOK, want32, wantOK)
+		}
+	})
+}
+
+// FuzzTextKeys: whatever the input, TextKeys stays inside it and returns at
+// most max keys, each a piece of the input (never a buffer the next parse
+// reuses), in order and without overlap.
+func FuzzTextKeys(f *testing.F) {
+	f.Add([]byte("get a\r\nset b 0 0 3\r\nxyz\r\nget c d\r\n"), uint8(16))
+	f.Add([]byte("mg a v\r\nms b 2 T0\r\nhi\r\nmd c q\r\nmg Yg== b\r\n"), uint8(16))
+	f.Add([]byte("set b 0 0 2147483647\r\nabc\r\nget a\r\n"), uint8(16))
+	f.Add([]byte("get a b c d e\r\nget f\r\n"), uint8(3))
+	for _, s := range parseSeeds {
+		f.Add([]byte(s+s), uint8(16))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, max uint8) {
+		var r Request
+		keys, span := TextKeys(nil, data, int(max), &r)
+		if len(keys) > int(max) {
+			t.Fatalf("%d keys, max %d", len(keys), max)
+		}
+		if span < 0 || span > len(data) {
+			t.Fatalf("span %d outside [0, %d]", span, len(data))
+		}
+		if len(data) == 0 {
+			return
+		}
+		base := uintptr(unsafe.Pointer(&data[0]))
+		prev := base
+		for i, k := range keys {
+			if len(k) == 0 {
+				t.Fatalf("key %d is empty", i)
+			}
+			at := uintptr(unsafe.Pointer(&k[0]))
+			if at < prev || at+uintptr(len(k)) > base+uintptr(span) {
+				t.Fatalf("key %d (%q) is not in the input after key %d, within the span %d", i, k, i-1, span)
+			}
+			prev = at + uintptr(len(k))
 		}
 	})
 }

@@ -167,6 +167,37 @@ func Parse(buf []byte, r *Request) (n int, err error) {
 	return nl + 1, parseLine(line, r)
 }
 
+// TextKeys appends to dst the keys of the whole requests at the front of
+// buf, stepping over the data blocks of storage commands, until it holds
+// max keys or meets a request that is incomplete, in error, or has a base64
+// key (decoded into r, where the next parse would overwrite it). It returns
+// the keys, which alias buf, and the bytes it stepped over. A server uses it
+// to prefetch what the lookups of a pipelined batch will read; r is scratch,
+// not the Request the server runs.
+func TextKeys(dst [][]byte, buf []byte, max int, r *Request) ([][]byte, int) {
+	n := 0
+	for len(dst) < max && n < len(buf) {
+		m, err := Parse(buf[n:], r)
+		if err != nil || r.Meta.Base64 {
+			break
+		}
+		end := n + m
+		if r.Cmd.IsStorage() {
+			if r.Bytes < 0 || r.Bytes > len(buf)-end-2 {
+				break
+			}
+			end += r.Bytes + 2
+		}
+		if len(r.Keys) > 0 {
+			dst = append(dst, r.Keys[:min(len(r.Keys), max-len(dst))]...)
+		} else if len(r.Key) > 0 {
+			dst = append(dst, r.Key)
+		}
+		n = end
+	}
+	return dst, n
+}
+
 // isLongGet: memcached lets only get and gets lines (many keys) pass
 // MaxLine, after at most 100 leading spaces.
 func isLongGet(buf []byte) bool {

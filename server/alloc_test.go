@@ -45,8 +45,12 @@ type requestPath struct {
 
 func requestPaths() []requestPath {
 	val := bytes.Repeat([]byte("v"), valueLen)
-	var set, get, multi, multiReply, mg bytes.Buffer
+	var set, get, multi, multiReply, mg, sets, setsReply bytes.Buffer
 	fmt.Fprintf(&set, "set bench:set 7 0 %d\r\n%s\r\n", valueLen, val)
+	for i := range 16 {
+		fmt.Fprintf(&sets, "set bench:set%d 7 0 %d\r\n%s\r\n", i, valueLen, val)
+		setsReply.WriteString("STORED\r\n")
+	}
 	fmt.Fprintf(&get, "get bench:0\r\n")
 	for i := range 16 {
 		fmt.Fprintf(&multi, "get bench:%d\r\n", i)
@@ -57,6 +61,7 @@ func requestPaths() []requestPath {
 		{"get hit", get.Bytes(), fmt.Appendf(nil, "VALUE bench:0 7 %d\r\n%s\r\nEND\r\n", valueLen, val), valueLen},
 		{"set", set.Bytes(), []byte("STORED\r\n"), valueLen},
 		{"16 pipelined gets", multi.Bytes(), multiReply.Bytes(), 16 * valueLen},
+		{"16 pipelined sets", sets.Bytes(), setsReply.Bytes(), 16 * valueLen},
 		{"mg hit", mg.Bytes(), fmt.Appendf(nil, "VA %d f7 t-1 kbench:0\r\n%s\r\n", valueLen, val), valueLen},
 	}
 }

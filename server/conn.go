@@ -43,8 +43,10 @@ type conn struct {
 	// binary (UDP may answer it with more bytes than it received).
 	retrieval bool
 	fd        int // the socket, for writing replies; -1 if unknown
-	// pfKeys holds the keys of a binary batch while they are prefetched.
+	// pfKeys holds the keys of a batch while they are prefetched; pfReq is
+	// the text parser's scratch for finding them.
 	pfKeys [store.PrefetchMax][]byte
+	pfReq  protocol.Request
 
 	lastActive atomic.Int64 // unix seconds
 
@@ -235,6 +237,9 @@ func (c *conn) process(buf []byte) (pos, need int) {
 			}
 			used, want = c.processBinary(buf[pos:])
 		} else {
+			if pos >= pf {
+				pf = pos + c.prefetchText(buf[pos:])
+			}
 			used, want = c.text(buf[pos:])
 		}
 		if want > 0 {
@@ -260,6 +265,25 @@ func (c *conn) process(buf []byte) (pos, need int) {
 // looked at, at least 1. A lone request gains nothing: it is skipped.
 func (c *conn) prefetch(buf []byte) int {
 	keys, n := protocol.BinaryKeys(c.pfKeys[:0], buf, store.PrefetchMax)
+	if len(keys) > 1 {
+		c.s.store.Prefetch(keys)
+	}
+	clear(keys) // they alias the input buffer
+	return max(n, 1)
+}
+
+// prefetchText is prefetch for text and meta requests. Finding their keys
+// means parsing them twice, which a lone request must not pay for: only a
+// buffer of three lines or more (two gets, or a set and a get) is looked at.
+func (c *conn) prefetchText(buf []byte) int {
+	nl := bytes.IndexByte(buf, '\n')
+	if nl < 0 || nl+1 == len(buf) {
+		return max(nl+1, 1)
+	}
+	if nl2 := bytes.IndexByte(buf[nl+1:], '\n'); nl2 < 0 || nl+1+nl2+1 == len(buf) {
+		return nl + 1
+	}
+	keys, n := protocol.TextKeys(c.pfKeys[:0], buf, store.PrefetchMax, &c.pfReq)
 	if len(keys) > 1 {
 		c.s.store.Prefetch(keys)
 	}
