@@ -581,13 +581,13 @@ func TestTextKeys(t *testing.T) {
 		keys []string
 		span int // -1: all of in
 	}{
-		{"gets and sets", "get a\r\nset b 0 0 3\r\nxyz\r\nget c d\r\n", 16, []string{"a", "b", "c", "d"}, -1},
+		{"gets and sets", "get a\r\nset b 0 0 3\r\nxyz\r\ngat 1 c\r\nget d\r\n", 16, []string{"a", "b", "c", "d"}, -1},
 		{"meta", "mg a v\r\nms b 2 T0\r\nhi\r\nmd c q\r\nma d\r\nmn\r\n", 16, []string{"a", "b", "c", "d"}, -1},
 		{"keyless commands are stepped over", "version\r\nget a\r\nflush_all\r\ntouch b 1\r\nincr c 1\r\n", 16, []string{"a", "b", "c"}, -1},
 		{"bare newlines", "get a\nset b 0 0 1\nx\r\nget c\n", 16, []string{"a", "b", "c"}, -1},
-		{"gat keys", "gat 10 a b\r\n", 16, []string{"a", "b"}, -1},
+		{"a multi-get stops", "get a\r\ngets b c\r\nget d\r\n", 16, []string{"a"}, 7},
+		{"a multi-gat stops", "gat 10 a b\r\n", 16, nil, 0},
 		{"max stops at a request", "get a\r\nget b\r\nget c\r\n", 2, []string{"a", "b"}, 14},
-		{"max cuts a multi-get", "get a b c d\r\nget e\r\n", 3, []string{"a", "b", "c"}, 13},
 		{"incomplete line", "get a\r\nget b", 16, []string{"a"}, 7},
 		{"incomplete data block", "get a\r\nset b 0 0 10\r\nabc", 16, []string{"a"}, 7},
 		{"data block past the buffer by its CRLF", "set b 0 0 3\r\nabc", 16, nil, 0},

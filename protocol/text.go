@@ -169,8 +169,9 @@ func Parse(buf []byte, r *Request) (n int, err error) {
 
 // TextKeys appends to dst the keys of the whole requests at the front of
 // buf, stepping over the data blocks of storage commands, until it holds
-// max keys or meets a request that is incomplete, in error, or has a base64
-// key (decoded into r, where the next parse would overwrite it). It returns
+// max keys or meets a request that is incomplete, in error, has a base64
+// key (decoded into r, where the next parse would overwrite it) or has more
+// than one key (a multi-get, a batch of its own). It returns
 // the keys, which alias buf, and the bytes it stepped over. A server uses it
 // to prefetch what the lookups of a pipelined batch will read; r is scratch,
 // not the Request the server runs.
@@ -178,7 +179,7 @@ func TextKeys(dst [][]byte, buf []byte, max int, r *Request) ([][]byte, int) {
 	n := 0
 	for len(dst) < max && n < len(buf) {
 		m, err := Parse(buf[n:], r)
-		if err != nil || r.Meta.Base64 {
+		if err != nil || r.Meta.Base64 || len(r.Keys) > 1 {
 			break
 		}
 		end := n + m
@@ -189,7 +190,7 @@ func TextKeys(dst [][]byte, buf []byte, max int, r *Request) ([][]byte, int) {
 			end += r.Bytes + 2
 		}
 		if len(r.Keys) > 0 {
-			dst = append(dst, r.Keys[:min(len(r.Keys), max-len(dst))]...)
+			dst = append(dst, r.Keys[0])
 		} else if len(r.Key) > 0 {
 			dst = append(dst, r.Key)
 		}

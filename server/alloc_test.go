@@ -45,13 +45,18 @@ type requestPath struct {
 
 func requestPaths() []requestPath {
 	val := bytes.Repeat([]byte("v"), valueLen)
-	var set, get, multi, multiReply, mg, sets, setsReply bytes.Buffer
+	var set, get, multi, multiReply, mg, sets, setsReply, mget bytes.Buffer
 	fmt.Fprintf(&set, "set bench:set 7 0 %d\r\n%s\r\n", valueLen, val)
 	for i := range 16 {
 		fmt.Fprintf(&sets, "set bench:set%d 7 0 %d\r\n%s\r\n", i, valueLen, val)
 		setsReply.WriteString("STORED\r\n")
 	}
 	fmt.Fprintf(&get, "get bench:0\r\n")
+	mget.WriteString("get")
+	for i := range 16 {
+		fmt.Fprintf(&mget, " bench:%d", i)
+	}
+	mget.WriteString("\r\n")
 	for i := range 16 {
 		fmt.Fprintf(&multi, "get bench:%d\r\n", i)
 		fmt.Fprintf(&multiReply, "VALUE bench:%d 7 %d\r\n%s\r\nEND\r\n", i, valueLen, val)
@@ -62,6 +67,7 @@ func requestPaths() []requestPath {
 		{"set", set.Bytes(), []byte("STORED\r\n"), valueLen},
 		{"16 pipelined gets", multi.Bytes(), multiReply.Bytes(), 16 * valueLen},
 		{"16 pipelined sets", sets.Bytes(), setsReply.Bytes(), 16 * valueLen},
+		{"get of 16 keys", mget.Bytes(), append(bytes.ReplaceAll(multiReply.Bytes(), []byte("END\r\n"), nil), "END\r\n"...), 16 * valueLen},
 		{"mg hit", mg.Bytes(), fmt.Appendf(nil, "VA %d f7 t-1 kbench:0\r\n%s\r\n", valueLen, val), valueLen},
 	}
 }

@@ -105,7 +105,12 @@ func (c *conn) retrieve() {
 		opts.Touch, opts.Exptime = true, r.Exptime
 	}
 	mark := len(c.out)
-	for _, k := range r.Keys {
+	for i, k := range r.Keys {
+		if i%store.PrefetchMax == 0 && len(r.Keys)-i > 1 {
+			// A multi-get is a batch of its own (protocol.TextKeys stops
+			// at one): its lookups' misses overlap, 16 keys ahead.
+			c.s.store.Prefetch(r.Keys[i:min(i+store.PrefetchMax, len(r.Keys))])
+		}
 		if len(k) > protocol.MaxKeyLen {
 			// The whole get fails, as in memcached: the values found
 			// before the bad key are dropped and no END follows.
