@@ -258,3 +258,21 @@ func TestHugePagesOff(t *testing.T) {
 		}
 	}
 }
+
+func TestLowLatencyProcs(t *testing.T) {
+	cases := []struct {
+		threads, cpus, procs int
+		warn                 bool
+	}{
+		{threads: 2, cpus: 2, procs: 3},
+		{threads: 1, cpus: 8, procs: 2},
+		{threads: 4, cpus: 2, procs: 3, warn: true}, // memcached's default -t on a 2-CPU box
+		{threads: 16, cpus: 1, procs: 2, warn: true},
+		{threads: 0, cpus: 4, procs: 2},
+	}
+	for _, c := range cases {
+		procs, warn := lowLatencyProcs(c.threads, c.cpus)
+		require.Equal(t, c.procs, procs, "-t %d on %d CPUs", c.threads, c.cpus)
+		require.Equal(t, c.warn, warn, "-t %d on %d CPUs", c.threads, c.cpus)
+	}
+}
