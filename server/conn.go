@@ -44,9 +44,10 @@ type conn struct {
 	retrieval bool
 	fd        int // the socket, for writing replies; -1 if unknown
 	// pfKeys holds the keys of a batch while they are prefetched; pfReq is
-	// the text parser's scratch for finding them.
+	// the text parser's scratch for finding them, made when a connection
+	// first sends a batch (most never do: no need to carry one each).
 	pfKeys [store.PrefetchMax][]byte
-	pfReq  protocol.Request
+	pfReq  *protocol.Request
 
 	lastActive atomic.Int64 // unix seconds
 
@@ -283,7 +284,10 @@ func (c *conn) prefetchText(buf []byte) int {
 	if nl2 := bytes.IndexByte(buf[nl+1:], '\n'); nl2 < 0 || nl+1+nl2+1 == len(buf) {
 		return nl + 1
 	}
-	keys, n := protocol.TextKeys(c.pfKeys[:0], buf, store.PrefetchMax, &c.pfReq)
+	if c.pfReq == nil {
+		c.pfReq = new(protocol.Request)
+	}
+	keys, n := protocol.TextKeys(c.pfKeys[:0], buf, store.PrefetchMax, c.pfReq)
 	if len(keys) > 1 {
 		c.s.store.Prefetch(keys)
 	}
