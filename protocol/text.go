@@ -169,29 +169,34 @@ func Parse(buf []byte, r *Request) (n int, err error) {
 
 // TextKeys appends to dst the keys of the whole requests at the front of
 // buf, stepping over the data blocks of storage commands, until it holds
-// max keys or meets a request that is incomplete, in error, has a base64
-// key (decoded into r, where the next parse would overwrite it) or has more
-// than one key (a multi-get, a batch of its own). It returns
-// the keys, which alias buf, and the bytes it stepped over. A server uses it
-// to prefetch what the lookups of a pipelined batch will read; r is scratch,
-// not the Request the server runs.
+// max keys, has looked at max requests, or meets an incomplete request. It
+// takes no key from a request in error, from a multi-get (a batch of its
+// own), or from a base64 key (decoded into r, where the next parse would
+// overwrite it), and steps over them. It returns the keys, which alias
+// buf, and the bytes it stepped over, which end where a request ends. A
+// server uses it to prefetch what the lookups of a pipelined batch will
+// read; r is scratch, not the Request the server runs.
 func TextKeys(dst [][]byte, buf []byte, max int, r *Request) ([][]byte, int) {
 	n := 0
-	for len(dst) < max && n < len(buf) {
+	for reqs := 0; reqs < max && len(dst) < max && n < len(buf); reqs++ {
 		m, err := Parse(buf[n:], r)
-		if err != nil || r.Meta.Base64 || len(r.Keys) > 1 {
+		if err == ErrNeedMore {
 			break
 		}
 		end := n + m
-		if r.Cmd.IsStorage() {
+		if err == nil && r.Cmd.IsStorage() {
+			// The server reads the data block whatever becomes of the
+			// request (a value too large is swallowed).
 			if r.Bytes < 0 || r.Bytes > len(buf)-end-2 {
 				break
 			}
 			end += r.Bytes + 2
 		}
-		if len(r.Keys) > 0 {
+		switch {
+		case err != nil || r.Meta.Base64 || len(r.Keys) > 1:
+		case len(r.Keys) == 1:
 			dst = append(dst, r.Keys[0])
-		} else if len(r.Key) > 0 {
+		case len(r.Key) > 0:
 			dst = append(dst, r.Key)
 		}
 		n = end

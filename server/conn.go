@@ -238,7 +238,7 @@ func (c *conn) process(buf []byte) (pos, need int) {
 			}
 			used, want = c.processBinary(buf[pos:])
 		} else {
-			if pos >= pf {
+			if pos >= pf && (c.auth.ok || c.s.cfg.AuthFile == nil) {
 				pf = pos + c.prefetchText(buf[pos:])
 			}
 			used, want = c.text(buf[pos:])
@@ -277,11 +277,16 @@ func (c *conn) prefetch(buf []byte) int {
 // means parsing them twice, which a lone request must not pay for: only a
 // buffer of three lines or more (two gets, or a set and a get) is looked at.
 func (c *conn) prefetchText(buf []byte) int {
+	const prefetchWindow = 1024
 	nl := bytes.IndexByte(buf, '\n')
 	if nl < 0 || nl+1 == len(buf) {
 		return max(nl+1, 1)
 	}
-	if nl2 := bytes.IndexByte(buf[nl+1:], '\n'); nl2 < 0 || nl+1+nl2+1 == len(buf) {
+	// The second line is looked for only near the first: further on it
+	// ends a large value, whose copy costs far more than a prefetch saves,
+	// and a value without newlines would be searched whole.
+	rest := buf[nl+1:]
+	if nl2 := bytes.IndexByte(rest[:min(len(rest), prefetchWindow)], '\n'); nl2 < 0 || nl2+1 == len(rest) {
 		return nl + 1
 	}
 	if c.pfReq == nil {

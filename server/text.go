@@ -107,8 +107,9 @@ func (c *conn) retrieve() {
 	mark := len(c.out)
 	for i, k := range r.Keys {
 		if i%store.PrefetchMax == 0 && len(r.Keys)-i > 1 {
-			// A multi-get is a batch of its own (protocol.TextKeys stops
-			// at one): its lookups' misses overlap, 16 keys ahead.
+			// A multi-get is a batch of its own (protocol.TextKeys takes
+			// none of its keys): its keys are prefetched 16 at a time, so
+			// that the lookups' misses overlap.
 			c.s.store.Prefetch(r.Keys[i:min(i+store.PrefetchMax, len(r.Keys))])
 		}
 		if len(k) > protocol.MaxKeyLen {

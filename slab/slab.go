@@ -297,8 +297,9 @@ func (a *Allocator) Prefetch(r Ref) {
 	if cls := int(a.pageClass[p].Load()); cls > 0 && cls < len(a.classes) {
 		n = min(a.classes[cls].size, prefetchSpan, len(a.pages[p])-off)
 	}
-	for i := 0; i < n; i += 64 {
-		PrefetchAddr(unsafe.Pointer(&a.pages[p][off+i]))
+	// Chunks are 8-byte aligned: from the line the chunk starts in.
+	for i := off &^ 63; i < off+n; i += 64 {
+		PrefetchAddr(unsafe.Pointer(&a.pages[p][i]))
 	}
 }
 
