@@ -109,10 +109,27 @@ func runTask(ctx context.Context, f func()) {
 		return
 	}
 	inlineRuns.Add(1)
-	c.inline = true
-	f()
-	c.inline = false
+	c.runInline(f)
 	c.mu.Unlock()
+}
+
+// runInline runs a task on the poller, c.mu held. Our handlers recover
+// their own panics (onRequest); one in netpoll's code around them would
+// end the process here, where gopool would have logged it and gone on. It
+// is logged the same way, and the connection, whose state inside netpoll
+// is then unknown, is closed from another goroutine (a Close from a task on
+// the poller never returns).
+func (c *conn) runInline(f func()) {
+	c.inline = true
+	defer func() {
+		c.inline = false
+		if p := recover(); p != nil {
+			fmt.Fprintf(c.s.cfg.Log, "tandem: panic on a poller serving %s: %v\n", c.nc.RemoteAddr(), p)
+			c.noInline = true
+			go c.closeExternal()
+		}
+	}()
+	f()
 }
 
 // inlineRuns counts the tasks run on a poller, for the tests.
