@@ -233,23 +233,32 @@ func FuzzBinaryServer(f *testing.F) {
 		data[0] = protocol.BinaryRequestMagic // a binary connection
 		c := binTestConn(t, st)
 		c.s.cfg.Settings = [][2]string{{"maxconns", "1024"}}
-		var pending []byte
-		rest := data
-		for (len(rest) > 0 || len(pending) > 0) && !c.closing {
-			n := len(rest)
-			if chunk > 0 {
-				n = min(n, int(chunk))
-			}
-			pending, rest = append(pending, rest[:n]...), rest[n:]
-			used, want := c.process(pending)
-			if used > len(pending) || want < 0 || (want > 0 && want <= len(pending)-used) {
-				t.Fatalf("process(%d bytes) = %d, %d", len(pending), used, want)
-			}
-			pending = pending[used:]
-			c.out = c.out[:0]
-			if n == 0 {
-				break // all given: a partial request stays partial
-			}
-		}
+		feedChunks(t, c, data, int(chunk))
 	})
+}
+
+// feedChunks hands data to c.process as a socket would, chunk bytes at a
+// time (all at once for 0), keeping what it leaves for the next call, and
+// fails if process consumes more than it was given or asks for less than
+// it has.
+func feedChunks(t *testing.T, c *conn, data []byte, chunk int) {
+	t.Helper()
+	var pending []byte
+	rest := data
+	for (len(rest) > 0 || len(pending) > 0) && !c.closing {
+		n := len(rest)
+		if chunk > 0 {
+			n = min(n, chunk)
+		}
+		pending, rest = append(pending, rest[:n]...), rest[n:]
+		used, want := c.process(pending)
+		if used > len(pending) || want < 0 || (want > 0 && want <= len(pending)-used) {
+			t.Fatalf("process(%d bytes) = %d, %d", len(pending), used, want)
+		}
+		pending = pending[used:]
+		c.out = c.out[:0]
+		if n == 0 {
+			break // all given: a partial request stays partial
+		}
+	}
 }
