@@ -233,7 +233,7 @@ func (c *conn) process(buf []byte) (pos, need int) {
 		}
 		var used, want int
 		if c.binary {
-			if pos >= pf {
+			if pos >= pf && (c.auth.ok || c.s.cfg.SASL == nil) {
 				pf = pos + c.prefetch(buf[pos:])
 			}
 			used, want = c.processBinary(buf[pos:])
