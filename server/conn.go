@@ -231,16 +231,13 @@ func (c *conn) process(buf []byte) (pos, need int) {
 				return len(buf), 0
 			}
 		}
+		if pos >= pf && (c.auth.ok || c.s.cfg.SASL == nil && c.s.cfg.AuthFile == nil) {
+			pf = pos + c.prefetch(buf[pos:])
+		}
 		var used, want int
 		if c.binary {
-			if pos >= pf && (c.auth.ok || c.s.cfg.SASL == nil) {
-				pf = pos + c.prefetch(buf[pos:])
-			}
 			used, want = c.processBinary(buf[pos:])
 		} else {
-			if pos >= pf && (c.auth.ok || c.s.cfg.AuthFile == nil) {
-				pf = pos + c.prefetchText(buf[pos:])
-			}
 			used, want = c.text(buf[pos:])
 		}
 		if want > 0 {
@@ -260,12 +257,24 @@ func (c *conn) process(buf []byte) (pos, need int) {
 	return pos, 0
 }
 
-// prefetch starts loading what the lookups of the binary requests at the
-// front of buf will read, so that their cache misses overlap instead of
-// coming one after the other (store.Prefetch). It returns the bytes it
-// looked at, at least 1. A lone request gains nothing: it is skipped.
+// prefetch starts loading what the lookups of the requests at the front of
+// buf will read, so that their cache misses overlap instead of coming one
+// after the other (store.Prefetch). It returns the bytes it looked at, at
+// least 1. A lone request gains nothing: it is skipped.
 func (c *conn) prefetch(buf []byte) int {
-	keys, n := protocol.BinaryKeys(c.pfKeys[:0], buf, store.PrefetchMax)
+	var keys [][]byte
+	var n int
+	if c.binary {
+		keys, n = protocol.BinaryKeys(c.pfKeys[:0], buf, store.PrefetchMax)
+	} else {
+		if skip, lone := loneText(buf); lone {
+			return skip
+		}
+		if c.pfReq == nil {
+			c.pfReq = new(protocol.Request)
+		}
+		keys, n = protocol.TextKeys(c.pfKeys[:0], buf, store.PrefetchMax, c.pfReq)
+	}
 	if len(keys) > 1 {
 		c.s.store.Prefetch(keys)
 	}
@@ -273,31 +282,23 @@ func (c *conn) prefetch(buf []byte) int {
 	return max(n, 1)
 }
 
-// prefetchText is prefetch for text and meta requests. Finding their keys
-// means parsing them twice, which a lone request must not pay for: only a
-// buffer of three lines or more (two gets, or a set and a get) is looked at.
-func (c *conn) prefetchText(buf []byte) int {
-	const prefetchWindow = 1024
+// loneText tells whether buf holds too little text to be worth scanning for
+// keys, which means parsing each request twice: fewer than three lines
+// (one get, or one set and its data), and then how much of it to skip.
+func loneText(buf []byte) (skip int, lone bool) {
+	const window = 1024
 	nl := bytes.IndexByte(buf, '\n')
 	if nl < 0 || nl+1 == len(buf) {
-		return max(nl+1, 1)
+		return max(nl+1, 1), true
 	}
 	// The second line is looked for only near the first: further on it
 	// ends a large value, whose copy costs far more than a prefetch saves,
 	// and a value without newlines would be searched whole.
 	rest := buf[nl+1:]
-	if nl2 := bytes.IndexByte(rest[:min(len(rest), prefetchWindow)], '\n'); nl2 < 0 || nl2+1 == len(rest) {
-		return nl + 1
+	if nl2 := bytes.IndexByte(rest[:min(len(rest), window)], '\n'); nl2 < 0 || nl2+1 == len(rest) {
+		return nl + 1, true
 	}
-	if c.pfReq == nil {
-		c.pfReq = new(protocol.Request)
-	}
-	keys, n := protocol.TextKeys(c.pfKeys[:0], buf, store.PrefetchMax, c.pfReq)
-	if len(keys) > 1 {
-		c.s.store.Prefetch(keys)
-	}
-	clear(keys) // they alias the input buffer
-	return max(n, 1)
+	return 0, false
 }
 
 // one runs the request at the front of buf. It returns the bytes consumed,

@@ -160,11 +160,13 @@ func (c *conn) inlineOK(r netpoll.Reader) bool {
 // a goroutine of its own.
 func inlineScan(b []byte, binary bool) bool {
 	if binary {
-		for len(b) >= binaryHeaderLen {
-			if b[0] != binaryMagic || !inlineOp(b[1]) {
+		var h protocol.BinaryHeader
+		for len(b) >= protocol.BinaryHeaderLen {
+			protocol.DecodeBinaryHeader(b, &h)
+			if h.Magic != binaryMagic || !inlineOp(h.Opcode) {
 				return false
 			}
-			next := binaryHeaderLen + (int(b[8])<<24 | int(b[9])<<16 | int(b[10])<<8 | int(b[11]))
+			next := protocol.BinaryHeaderLen + int(h.BodyLen)
 			if next >= len(b) {
 				return true
 			}
@@ -184,9 +186,6 @@ func inlineScan(b []byte, binary bool) bool {
 	}
 	return true
 }
-
-// binaryHeaderLen is the size of a binary protocol request header.
-const binaryHeaderLen = 24
 
 // slowWords start the text commands that do not run on the poller.
 var slowWords = [][]byte{[]byte("stats"), []byte("slabs"), []byte("lru"), []byte("flush_all"),
