@@ -69,6 +69,25 @@ func (c *hlc) next() uint64 {
 	}
 }
 
+// nextAbove is next for a write of a key whose current version is cur. A
+// version observe did not follow (more than maxAheadMs ahead) can still be
+// a key's: a write of that key then gets the version just above it, with
+// this node's bits, and the clock stays where it is, so that one far-ahead
+// peer moves only the keys it wrote. Without it the write would carry a
+// CAS below the key's and every peer would refuse it. At the top of the
+// range there is nothing above cur, and next is all there is.
+func (c *hlc) nextAbove(cur uint64) uint64 {
+	n := c.next()
+	if n > cur {
+		return n
+	}
+	v := cur&^nodeMask + 1<<nodeBits
+	if v < cur {
+		return n
+	}
+	return v | c.node
+}
+
 // observe moves the clock past a version received from a peer, so that a
 // later local write of the same key gets a higher CAS even if the peer's
 // wall clock is ahead of ours.

@@ -192,3 +192,32 @@ func BenchmarkHLCNext(b *testing.B) {
 		c.next()
 	}
 }
+
+func TestHLCNextAbove(t *testing.T) {
+	wall := &fakeWall{t: time.UnixMilli(hlcEpoch + 1000)}
+	c := newHLC(6)
+	c.ms = wall.ms
+	local := c.next()
+	farAhead := local + (2*maxAheadMs)<<wallShift | 9
+
+	tests := []struct {
+		name string
+		cur  uint64
+		want func(n uint64) bool
+	}{
+		{"no version", 0, func(n uint64) bool { return n > local }},
+		{"behind", local >> 1, func(n uint64) bool { return n > local }},
+		{"far ahead: just above it", farAhead, func(n uint64) bool { return n == farAhead&^nodeMask+1<<nodeBits|6 }},
+		{"top of the range: nothing above", ^uint64(0), func(n uint64) bool { return n < farAhead && n > local }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c.observe(tt.cur) // as a peer's frame would: not followed when far ahead
+			n := c.nextAbove(tt.cur)
+			require.True(t, tt.want(n), "nextAbove(%#x) = %#x", tt.cur, n)
+			require.Equal(t, uint64(6), n&nodeMask)
+			// The clock itself did not jump ahead with the key.
+			require.Less(t, c.next(), farAhead)
+		})
+	}
+}

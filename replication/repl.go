@@ -225,8 +225,9 @@ func (r *Replicator) logf(format string, args ...any) {
 	fmt.Fprintf(r.cfg.Log, "replication: "+format+"\n", args...)
 }
 
-// NextCAS hands out the CAS of a local write (store.Versioner).
-func (r *Replicator) NextCAS() uint64 { return r.clk.next() }
+// NextCAS hands out the CAS of a local write of a key whose current
+// version is cur (store.Versioner).
+func (r *Replicator) NextCAS(cur uint64) uint64 { return r.clk.nextAbove(cur) }
 
 // Stored forwards a key's new state (store.Observer). It runs with the
 // key's shard locked: it copies the item into the links' buffers and

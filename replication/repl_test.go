@@ -1515,3 +1515,62 @@ func TestKickFullSocket(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, big[:n], got)
 }
+
+// TestClockFarAhead: a node whose clock is two days ahead hands out CAS
+// values the others' clocks do not follow (more than maxAheadMs ahead).
+// Writes made elsewhere to the keys it wrote must still outrank its
+// versions, or its peers would refuse them and the replicas diverge.
+func TestClockFarAhead(t *testing.T) {
+	a, b := newPair(t)
+	a.r.clk.ms = func() int64 { return time.Now().Add(48 * time.Hour).UnixMilli() }
+	a.start(t)
+	b.start(t)
+	nodes := []*testNode{a, b}
+	waitInSync(t, a, b)
+
+	for _, k := range []string{"s", "app", "n", "t", "d"} {
+		write(t, a, set(k, "1", store.SetOptions{}))
+	}
+	fromA, ok := requireSame(t, nodes, "s")
+	require.True(t, ok)
+	require.Greater(t, fromA.cas, b.r.clk.next(), "a's versions are ahead of b's clock")
+
+	tests := []struct {
+		key  string
+		op   func(st *store.Store) error
+		want string // "" for absent
+	}{
+		{"s", set("s", "from b", store.SetOptions{}), "from b"},
+		{"app", func(st *store.Store) error {
+			_, err := st.Set([]byte("app"), []byte("+b"), store.SetOptions{Mode: store.ModeAppend})
+			return err
+		}, "1+b"},
+		{"n", func(st *store.Store) error {
+			_, err := st.Arith([]byte("n"), store.ArithOptions{Delta: 5})
+			return err
+		}, "6"},
+		{"t", func(st *store.Store) error { return st.Touch([]byte("t"), 3600) }, "1"},
+		{"d", func(st *store.Store) error { return st.Delete([]byte("d"), store.DeleteOptions{}) }, ""},
+		// d's tombstone on b carries b's version above a's: a new add of
+		// the key on b must outrank that too.
+		{"d", func(st *store.Store) error {
+			_, err := st.Set([]byte("d"), []byte("again"), store.SetOptions{Mode: store.ModeAdd})
+			return err
+		}, "again"},
+	}
+	for _, tt := range tests {
+		before, _ := lookup(t, b.st, tt.key)
+		write(t, b, tt.op)
+		got, ok := requireSame(t, nodes, tt.key)
+		require.Equal(t, tt.want != "", ok, "%s", tt.key)
+		if ok {
+			require.Equal(t, tt.want, got.value, "%s", tt.key)
+			require.Greater(t, got.cas, before.cas, "%s: b's write outranks a's version", tt.key)
+			require.Equal(t, uint64(b.r.node), got.cas&nodeMask, "%s: the CAS names b", tt.key)
+		}
+	}
+	// And a's next write of a key b wrote wins again, everywhere.
+	write(t, a, set("s", "from a", store.SetOptions{}))
+	got, _ := requireSame(t, nodes, "s")
+	require.Equal(t, "from a", got.value)
+}

@@ -29,10 +29,10 @@ type repObserver struct {
 	events []repEvent
 }
 
-func (o *repObserver) NextCAS() uint64 {
+func (o *repObserver) NextCAS(cur uint64) uint64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.cas += 10 // gaps, so that tests can place versions between two
+	o.cas = max(o.cas, cur) + 10 // gaps, so that tests can place versions between two
 	return o.cas
 }
 

@@ -130,12 +130,14 @@ type Observer interface {
 
 // Versioner, when the Observer also implements it, makes the store a
 // replica: NextCAS supplies every CAS the store hands out (a version that
-// must grow with every call and be unique across the replica group), a
+// must grow with every call, be unique across the replica group and be
+// above cur, the version of the key it is for: its item's or its
+// tombstone's, 0 if it has neither), a
 // touch gives the item a new CAS so that its new exptime is a newer state,
 // and deletions leave tombstones so that Apply refuses older states of a
 // deleted key.
 type Versioner interface {
-	NextCAS() uint64
+	NextCAS(cur uint64) uint64
 }
 
 type shard struct {
@@ -316,12 +318,20 @@ func (s *Store) unix(rel uint32) int64 {
 	return s.epoch + int64(rel)
 }
 
-func (s *Store) nextCAS() uint64 {
+// nextCAS returns the CAS of a local write of key (in shard sh, locked),
+// whose live item has CAS cur (0 if absent). A replica's write must
+// outrank the key's current version, item or tombstone, or its peers would
+// refuse it: the clock follows the versions it receives, but not one far
+// ahead of its wall clock (see replication's hlc).
+func (s *Store) nextCAS(sh *shard, key []byte, cur uint64) uint64 {
 	if !s.useCAS {
 		return 0
 	}
 	if s.ver != nil {
-		return s.ver.NextCAS()
+		if cur == 0 && sh != nil && len(sh.tombs) > 0 {
+			cur = sh.tombs[string(key)].cas
+		}
+		return s.ver.NextCAS(cur)
 	}
 	return s.cas.Add(1)
 }
@@ -705,7 +715,7 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 	}
 	cas := o.NewCAS
 	if cas == 0 {
-		cas = s.nextCAS()
+		cas = s.nextCAS(sh, key, oh.cas)
 	}
 	var bits uint8 // state bits beyond what writeFields sets
 	if stale {
@@ -923,7 +933,7 @@ func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
 			return ErrNotFound
 		}
 		exp := s.realtime(o.VivifyExptime, now)
-		refs, l, _, err := s.newItem(sh, 0, key, 0, 0, exp, now, s.nextCAS())
+		refs, l, _, err := s.newItem(sh, 0, key, 0, 0, exp, now, s.nextCAS(sh, key, 0))
 		if err != nil {
 			return err
 		}
@@ -945,7 +955,7 @@ func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
 		s.setExp(r, h.exp)
 		if s.ver != nil && !created {
 			// A replica's new exptime must be a newer version.
-			h.cas = s.ver.NextCAS()
+			h.cas = s.ver.NextCAS(h.cas)
 			s.setCAS(r, h.cas)
 			it.h.cas, it.CAS = h.cas, h.cas
 		}
@@ -1018,7 +1028,7 @@ func (s *Store) Delete(key []byte, o DeleteOptions) error {
 	cas := o.NewCAS
 	if cas == 0 || s.ver != nil && cas <= h.cas {
 		// A replica's deletion must be a newer version than the item.
-		cas = s.nextCAS()
+		cas = s.nextCAS(sh, key, h.cas)
 	}
 	switch {
 	case o.Invalidate:
@@ -1105,7 +1115,7 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 		digits := strconv.AppendUint(buf[:0], o.Initial, 10)
 		cas := o.NewCAS
 		if cas == 0 {
-			cas = s.nextCAS()
+			cas = s.nextCAS(sh, key, 0)
 		}
 		refs, l, _, err := s.newItem(sh, 0, key, 0, len(digits), exp, now, cas)
 		if err != nil {
@@ -1143,7 +1153,7 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 	}
 	cas := o.NewCAS
 	if cas == 0 {
-		cas = s.nextCAS()
+		cas = s.nextCAS(sh, key, h.cas)
 	}
 	digits := strconv.AppendUint(buf[:0], n, 10)
 	if len(digits) <= len(val) {
@@ -1185,7 +1195,7 @@ func (s *Store) FlushAll(delay int64) {
 	if s.useCAS {
 		s.oldestLive.Store(oldest - 1)
 		if oldest-1 <= now {
-			cas = s.nextCAS()
+			cas = s.nextCAS(nil, nil, 0)
 			s.flushBelow(cas)
 		}
 	} else {
