@@ -36,6 +36,9 @@ const (
 	// enough that a dead one costs nothing.
 	backoffMin = 50 * time.Millisecond
 	backoffMax = 2 * time.Second
+	// stableLink is how long a connection must have served for the next
+	// dial to go at once; one that died sooner counts as a failed dial.
+	stableLink = 5 * time.Second
 	// resyncChunk: a resync adds a shard's items to the link only when
 	// less than this is waiting, so that it never crowds out live writes
 	// or fills memory.
@@ -185,9 +188,19 @@ func (l *link) run() {
 			backoff = min(backoff*2, backoffMax)
 			continue
 		}
-		backoff, last = backoffMin, ""
+		last = ""
+		began := time.Now()
 		l.serve(conn, br, peer)
 		l.reconnects.Add(1)
+		// A connection that dies soon after it is made (a peer that
+		// refuses what it is sent, a decode error on either end) would
+		// otherwise be made again at once, with a full resync each time.
+		if time.Since(began) < stableLink {
+			l.r.pause(backoff)
+			backoff = min(backoff*2, backoffMax)
+		} else {
+			backoff = backoffMin
+		}
 	}
 }
 

@@ -649,12 +649,15 @@ type fakePeer struct {
 	nackAll atomic.Bool
 	// stall: the next connection stops reading after its first mark, until
 	// the test ends.
-	stall  atomic.Bool
-	frames atomic.Int64
-	done   chan struct{}
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  []net.Conn
+	stall atomic.Bool
+	// hangUp: every connection is closed right after the handshake.
+	hangUp     atomic.Bool
+	handshakes atomic.Int64
+	frames     atomic.Int64
+	done       chan struct{}
+	wg         sync.WaitGroup
+	mu         sync.Mutex
+	conns      []net.Conn
 }
 
 func newFakePeer(t *testing.T, group string) *fakePeer {
@@ -684,6 +687,10 @@ func newFakePeer(t *testing.T, group string) *fakePeer {
 				br := bufio.NewReader(c)
 				cd := newCodecs()
 				if _, err := hs.listenHandshake(c, br, cd); err != nil {
+					return
+				}
+				p.handshakes.Add(1)
+				if p.hangUp.Load() {
 					return
 				}
 				p.serve(c, br, cd)
@@ -768,6 +775,22 @@ func TestOverruled(t *testing.T) {
 	n.r.ovMu.Lock()
 	require.Len(t, n.r.ovSet, overruledKept)
 	n.r.ovMu.Unlock()
+}
+
+// TestRedialBackoff: a peer that hangs up right after each handshake is
+// redialled with backoff, as one that refuses the dial is, not in a loop
+// of connect, resync, close.
+func TestRedialBackoff(t *testing.T) {
+	fake := newFakePeer(t, "tandem")
+	fake.hangUp.Store(true)
+	n := newTestNode(t, Config{Listen: freeAddr(t), Peers: []string{fake.ln.Addr().String()}, NodeID: "o"})
+	start := time.Now()
+	n.start(t)
+	l := n.r.links[0]
+	require.Eventually(t, func() bool { return l.reconnects.Load() >= 4 }, syncWait, poll)
+	// Three pauses at least: backoffMin, twice it, four times it.
+	require.GreaterOrEqual(t, time.Since(start), 7*backoffMin-poll)
+	require.LessOrEqual(t, uint64(fake.handshakes.Load()), l.reconnects.Load()+1)
 }
 
 func TestOverflowDropsAndResyncs(t *testing.T) {
