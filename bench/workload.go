@@ -347,7 +347,7 @@ func (rn *runState) coordinate(ctx context.Context, ws []*worker, finished chan 
 			rn.stop.Store(true)
 			<-finished
 			return nil, ctx.Err()
-		case <-warm.C:
+		case now := <-warm.C:
 			cli0 = selfCPU()
 			mach0, _ = machineBusy()
 			if cfg.ServerPID > 0 {
@@ -356,6 +356,16 @@ func (rn *runState) coordinate(ctx context.Context, ws []*worker, finished chan 
 			if !rn.measureEnd.IsZero() {
 				end = time.After(time.Until(rn.measureEnd))
 			}
+			// What came since the last tick was warm-up: closed here, so
+			// that every second of the series lies inside the measured
+			// window, and the ticks start again from its beginning.
+			if cfg.Warmup > 0 {
+				s := rn.collect(ws, tickHist, now.Sub(last))
+				s.Warmup = true
+				rn.progress(s, now)
+			}
+			last = now
+			tick.Reset(time.Second)
 		case <-end:
 			rn.stop.Store(true)
 		case now := <-tick.C:
@@ -366,18 +376,24 @@ func (rn *runState) coordinate(ctx context.Context, ws []*worker, finished chan 
 			if !s.Warmup {
 				res.Series = append(res.Series, s)
 			}
-			if cfg.Progress != nil {
-				phase := "run "
-				if s.Warmup {
-					phase = "warm"
-				}
-				fmt.Fprintf(cfg.Progress, "%6.1fs %s %9.0f req/s  p50 %8s  p99 %8s  max %8s  errors %d\n",
-					now.Sub(rn.t0).Seconds(), phase, s.Rate, fmtUS(s.P50), fmtUS(s.P99), fmtUS(s.Max), s.Errors)
-			}
+			rn.progress(s, now)
 		case <-finished:
 			return rn.result(res, ws, srv0, cli0, mach0, srvErr)
 		}
 	}
+}
+
+// progress prints interval s, which ended at now, to the progress line.
+func (rn *runState) progress(s Second, now time.Time) {
+	if rn.cfg.Progress == nil {
+		return
+	}
+	phase := "run "
+	if s.Warmup {
+		phase = "warm"
+	}
+	fmt.Fprintf(rn.cfg.Progress, "%6.1fs %s %9.0f req/s  p50 %8s  p99 %8s  max %8s  errors %d\n",
+		now.Sub(rn.t0).Seconds(), phase, s.Rate, fmtUS(s.P50), fmtUS(s.P99), fmtUS(s.Max), s.Errors)
 }
 
 // collect gathers and resets the workers' interval statistics.
