@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -205,15 +208,40 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-// tandemSpec builds tandem once per test binary run and returns how to
-// start it.
-func tandemSpec(t *testing.T) serverSpec {
+// tandemBin is the tandem binary the tests start, built once per run of
+// the test binary (TestMain removes it).
+var tandemBin struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if tandemBin.dir != "" {
+		os.RemoveAll(tandemBin.dir)
+	}
+	os.Exit(code)
+}
+
+// tandemSpec returns how to start tandem, with extra flags if given,
+// building it the first time.
+func tandemSpec(t *testing.T, extra ...string) serverSpec {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "tandem")
-	cmd := exec.Command("go", "build", "-o", bin, "../cmd/tandem")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, string(out))
-	spec, err := parseSpec("tandem=" + bin + " -u root -p {port} -l 127.0.0.1 -t 2 -m 64")
+	tandemBin.once.Do(func() {
+		if tandemBin.dir, tandemBin.err = os.MkdirTemp("", "bench-test"); tandemBin.err != nil {
+			return
+		}
+		tandemBin.path = filepath.Join(tandemBin.dir, "tandem")
+		out, err := exec.Command("go", "build", "-o", tandemBin.path, "../cmd/tandem").CombinedOutput()
+		if err != nil {
+			tandemBin.err = fmt.Errorf("building tandem: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, tandemBin.err)
+	cmd := append([]string{"tandem=" + tandemBin.path, "-u root -p {port} -l 127.0.0.1 -t 2 -m 64"}, extra...)
+	spec, err := parseSpec(strings.Join(cmd, " "))
 	require.NoError(t, err)
 	return spec
 }
@@ -307,6 +335,107 @@ func TestSmoke(t *testing.T) {
 	}
 }
 
+// TestSeriesAndProgress: one line of progress a second, the warm-up's
+// marked as such, and a series of whole seconds inside the measured window.
+func TestSeriesAndProgress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	srv := startTandem(t, tandemSpec(t))
+	var progress bytes.Buffer
+	cfg := Config{
+		Servers: []string{srv.addr}, Proto: ProtoText, Conns: 2, Pipeline: 2, SetWeight: 1, GetWeight: 1,
+		MultiGet: 1, Keys: 1000, KeyPrefix: "series:", Dist: "uniform", ValueMin: 50, ValueMax: 50,
+		Duration: 2500 * time.Millisecond, Warmup: 300 * time.Millisecond, Prefill: true, VerifyFrac: 0.5,
+		Progress: &progress,
+	}
+	res, err := Run(context.Background(), cfg)
+	require.NoError(t, err)
+	checkResult(t, res)
+	require.Len(t, res.Series, 2, "ticks at 1 s and 2 s of a 2.5 s window")
+	var ops int64
+	for i, s := range res.Series {
+		require.False(t, s.Warmup)
+		require.InDelta(t, float64(i+1), s.T, 0.25, "second %d ends %.2f s into the window", i, s.T)
+		require.InDelta(t, 1.0, s.Elapsed, 0.25)
+		require.Positive(t, s.Ops)
+		require.Positive(t, s.P50)
+		ops += s.Ops
+	}
+	require.LessOrEqual(t, ops, res.Requests, "the series holds no warm-up requests")
+	lines := strings.Split(strings.TrimSpace(progress.String()), "\n")
+	require.Len(t, lines, 3, progress.String())
+	require.Contains(t, lines[0], " warm ")
+	require.Contains(t, lines[1], " run ")
+	require.Contains(t, lines[2], " run ")
+}
+
+// TestErrorsByKind: a server that cannot store the values answers each
+// protocol's way, and the errors are counted by kind.
+func TestErrorsByKind(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	srv := startTandem(t, tandemSpec(t, "-I 1k"))
+	for _, tc := range []struct {
+		proto Protocol
+		kind  string
+	}{
+		{ProtoText, "server_error"},
+		{ProtoMeta, "server_error"},
+		{ProtoBinary, "status_0x0003"}, // E2BIG
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			cfg := Config{
+				Servers: []string{srv.addr}, Proto: tc.proto, Conns: 1, Pipeline: 4, SetWeight: 1,
+				MultiGet: 1, Keys: 100, KeyPrefix: "big:", Dist: "uniform", ValueMin: 2000, ValueMax: 2000,
+				Requests: 200,
+			}
+			res, err := Run(context.Background(), cfg)
+			require.NoError(t, err)
+			require.Equal(t, int64(200), res.Requests)
+			require.Equal(t, map[string]int64{tc.kind: 200}, res.Errors)
+			require.Equal(t, int64(200), res.ErrorTotal)
+		})
+	}
+}
+
+func TestMedian(t *testing.T) {
+	of := func(vs ...float64) []*Result {
+		rs := make([]*Result, len(vs))
+		for i, v := range vs {
+			rs[i] = &Result{Throughput: v}
+		}
+		return rs
+	}
+	tp := func(r *Result) float64 { return r.Throughput }
+	require.Zero(t, median(nil, tp))
+	require.Equal(t, 7.0, median(of(7), tp))
+	require.Equal(t, 5.0, median(of(9, 1, 5), tp))
+	require.Equal(t, 4.0, median(of(9, 1, 3, 5), tp))
+}
+
+func TestClientBound(t *testing.T) {
+	cores := float64(runtime.NumCPU())
+	tests := []struct {
+		name   string
+		client float64
+		server *CPU
+		want   bool
+	}{
+		{"client alone fills the machine", 0.95 * cores, nil, true},
+		{"client light, server unknown", 0.5 * cores, nil, false},
+		{"together full, client the larger", 0.5 * cores, &CPU{Cores: 0.45 * cores}, true},
+		{"together full, server the larger", 0.4 * cores, &CPU{Cores: 0.55 * cores}, false},
+		{"room left", 0.3 * cores, &CPU{Cores: 0.3 * cores}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.Equal(t, tt.want, clientBound(tt.client, tt.server))
+		})
+	}
+}
+
 // TestExptimeExpired sets every key with an exptime that is a unix time in
 // the past (beyond 30 days, so absolute): each protocol must carry it, and
 // then every get misses.
@@ -389,10 +518,26 @@ func TestCompare(t *testing.T) {
 		Prefill: true, VerifyFrac: 0.5,
 	}
 	var log bytes.Buffer
-	c, err := compare(context.Background(), cfg, []serverSpec{spec, other}, 1, 5*time.Second, &log)
+	c, err := compare(context.Background(), cfg, []serverSpec{spec, other}, 2, 5*time.Second, &log)
 	require.NoError(t, err)
 	require.Len(t, c.Rows, 2)
-	require.Len(t, c.Runs, 2)
+	require.Len(t, c.Runs, 4)
+	// Rounds alternate which server goes first.
+	var order []string
+	for _, r := range c.Runs {
+		order = append(order, fmt.Sprintf("%s/%d", r.Name, r.Round))
+	}
+	require.Equal(t, []string{"tandem/1", "again/1", "again/2", "tandem/2"}, order)
+	// A row is the median of its server's rounds (two: their mean).
+	for _, row := range c.Rows {
+		var sum float64
+		for _, r := range c.Runs {
+			if r.Name == row.Name {
+				sum += r.Throughput
+			}
+		}
+		require.InDelta(t, sum/2, row.Throughput, 1e-6, row.Name)
+	}
 	for _, r := range c.Runs {
 		checkResult(t, r)
 		require.NotNil(t, r.ServerCPU)
