@@ -18,8 +18,12 @@ const (
 )
 
 // maxAheadMs is how far ahead of the wall clock a received version may
-// move this node's clock.
-const maxAheadMs = 24 * 3600 * 1000
+// move this node's clock: ten years, far beyond any real skew (a node
+// whose clock is days ahead must be followed, or the others' writes of
+// its keys would need versions the clock does not give, see nextAbove)
+// and far below the 139 years of range, so that a corrupt version near
+// 2^64 cannot make the clock wrap.
+const maxAheadMs = 10 * 365 * 24 * 3600 * 1000
 
 // hlcEpoch is 2025-01-01 UTC in unix milliseconds.
 const hlcEpoch = 1735689600000
@@ -35,6 +39,8 @@ type hlc struct {
 	// without a clock reading per frame, and only a version above it
 	// makes observe read the clock again.
 	limit atomic.Uint64
+	// far is the highest version nextAbove made above the clock.
+	far atomic.Uint64
 }
 
 func newHLC(node uint64) *hlc {
@@ -70,22 +76,28 @@ func (c *hlc) next() uint64 {
 }
 
 // nextAbove is next for a write of a key whose current version is cur. A
-// version observe did not follow (more than maxAheadMs ahead) can still be
-// a key's: a write of that key then gets the version just above it, with
-// this node's bits, and the clock stays where it is, so that one far-ahead
-// peer moves only the keys it wrote. Without it the write would carry a
-// CAS below the key's and every peer would refuse it. At the top of the
-// range there is nothing above cur, and next is all there is.
+// version observe did not follow (more than maxAheadMs ahead: corrupt, or
+// from a clock set decades ahead) can still be a key's: a write of that
+// key then gets a version above it, with this node's bits, and the clock
+// stays where it is. Without it the write would carry a CAS below the
+// key's and every peer would refuse it. Such versions are kept apart from
+// each other by far, so that no two writes get the same one. At the top of
+// the range there is nothing above cur, and next is all there is.
 func (c *hlc) nextAbove(cur uint64) uint64 {
 	n := c.next()
 	if n > cur {
 		return n
 	}
-	v := cur&^nodeMask + 1<<nodeBits
-	if v < cur {
-		return n
+	for {
+		f := c.far.Load()
+		v := max(cur&^nodeMask, f) + 1<<nodeBits
+		if v < cur {
+			return n
+		}
+		if c.far.CompareAndSwap(f, v) {
+			return v | c.node
+		}
 	}
-	return v | c.node
 }
 
 // observe moves the clock past a version received from a peer, so that a
@@ -93,8 +105,8 @@ func (c *hlc) nextAbove(cur uint64) uint64 {
 // wall clock is ahead of ours.
 func (c *hlc) observe(cas uint64) {
 	v := cas &^ nodeMask
-	// A version more than a day ahead of this node's wall clock is not
-	// followed: one near 2^64 would make the clock wrap.
+	// A version more than maxAheadMs ahead of this node's wall clock is
+	// not followed: one near 2^64 would make the clock wrap.
 	if v > c.limit.Load() {
 		limit := c.wall() + maxAheadMs<<wallShift
 		c.limit.Store(limit)

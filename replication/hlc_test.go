@@ -214,6 +214,12 @@ func TestHLCNextAbove(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c.observe(tt.cur) // as a peer's frame would: not followed when far ahead
 			n := c.nextAbove(tt.cur)
+			if tt.cur == farAhead {
+				// Two keys at the same far version get different CAS values.
+				again := c.nextAbove(farAhead)
+				require.Greater(t, again, n)
+				require.Greater(t, c.nextAbove(farAhead-1<<nodeBits), again)
+			}
 			require.True(t, tt.want(n), "nextAbove(%#x) = %#x", tt.cur, n)
 			require.Equal(t, uint64(6), n&nodeMask)
 			// The clock itself did not jump ahead with the key.

@@ -1539,13 +1539,28 @@ func TestKickFullSocket(t *testing.T) {
 	require.Equal(t, big[:n], got)
 }
 
-// TestClockFarAhead: a node whose clock is two days ahead hands out CAS
-// values the others' clocks do not follow (more than maxAheadMs ahead).
-// Writes made elsewhere to the keys it wrote must still outrank its
-// versions, or its peers would refuse them and the replicas diverge.
-func TestClockFarAhead(t *testing.T) {
+// TestClockAhead: a node whose clock is ahead of the others'. Two days
+// ahead, the others' clocks follow its versions; twenty years ahead (more
+// than maxAheadMs) they do not. Either way, writes made elsewhere to the
+// keys it wrote, and new keys after its flush_all, must outrank its
+// versions, or its peers would refuse them (or hide them) and the replicas
+// diverge.
+func TestClockAhead(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		ahead    time.Duration
+		followed bool
+	}{
+		{"two days", 48 * time.Hour, true},
+		{"twenty years", 20 * 365 * 24 * time.Hour, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testClockAhead(t, tc.ahead, tc.followed) })
+	}
+}
+
+func testClockAhead(t *testing.T, ahead time.Duration, followed bool) {
 	a, b := newPair(t)
-	a.r.clk.ms = func() int64 { return time.Now().Add(48 * time.Hour).UnixMilli() }
+	a.r.clk.ms = func() int64 { return time.Now().Add(ahead).UnixMilli() }
 	a.start(t)
 	b.start(t)
 	nodes := []*testNode{a, b}
@@ -1556,7 +1571,7 @@ func TestClockFarAhead(t *testing.T) {
 	}
 	fromA, ok := requireSame(t, nodes, "s")
 	require.True(t, ok)
-	require.Greater(t, fromA.cas, b.r.clk.next(), "a's versions are ahead of b's clock")
+	require.Equal(t, followed, b.r.clk.next() > fromA.cas, "b's clock follows a's versions: %v", followed)
 
 	tests := []struct {
 		key  string
@@ -1581,6 +1596,7 @@ func TestClockFarAhead(t *testing.T) {
 			return err
 		}, "again"},
 	}
+	cases := map[uint64]string{} // no two writes share a CAS
 	for _, tt := range tests {
 		before, _ := lookup(t, b.st, tt.key)
 		write(t, b, tt.op)
@@ -1588,12 +1604,23 @@ func TestClockFarAhead(t *testing.T) {
 		require.Equal(t, tt.want != "", ok, "%s", tt.key)
 		if ok {
 			require.Equal(t, tt.want, got.value, "%s", tt.key)
-			require.Greater(t, got.cas, before.cas, "%s: b's write outranks a's version", tt.key)
+			require.Greater(t, got.cas, max(before.cas, fromA.cas), "%s: b's write outranks a's version", tt.key)
 			require.Equal(t, uint64(b.r.node), got.cas&nodeMask, "%s: the CAS names b", tt.key)
+			require.NotContains(t, cases, got.cas, "%s has the CAS of %s", tt.key, cases[got.cas])
+			cases[got.cas] = tt.key
 		}
 	}
-	// And a's next write of a key b wrote wins again, everywhere.
+	// a's next write of a key b wrote wins again, everywhere.
 	write(t, a, set("s", "from a", store.SetOptions{}))
 	got, _ := requireSame(t, nodes, "s")
 	require.Equal(t, "from a", got.value)
+
+	// After a's flush_all, a new key written on b is visible everywhere.
+	write(t, a, func(st *store.Store) error { st.FlushAll(0); return nil })
+	_, ok = requireSame(t, nodes, "s")
+	require.False(t, ok, "flushed")
+	write(t, b, set("new", "after the flush", store.SetOptions{}))
+	got, ok = requireSame(t, nodes, "new")
+	require.True(t, ok, "a write after a's flush_all is hidden by the flush's version")
+	require.Equal(t, "after the flush", got.value)
 }

@@ -129,10 +129,9 @@ type Observer interface {
 }
 
 // Versioner, when the Observer also implements it, makes the store a
-// replica: NextCAS supplies every CAS the store hands out (a version that
-// must grow with every call, be unique across the replica group and be
-// above cur, the version of the key it is for: its item's or its
-// tombstone's, 0 if it has neither), a
+// replica: NextCAS supplies every CAS the store hands out (a version
+// unique across the replica group and above cur: the highest of the key's
+// item's CAS, its tombstone's and the last flush_all's, 0 if none), a
 // touch gives the item a new CAS so that its new exptime is a newer state,
 // and deletions leave tombstones so that Apply refuses older states of a
 // deleted key.
@@ -319,10 +318,11 @@ func (s *Store) unix(rel uint32) int64 {
 }
 
 // nextCAS returns the CAS of a local write of key (in shard sh, locked),
-// whose live item has CAS cur (0 if absent). A replica's write must
-// outrank the key's current version, item or tombstone, or its peers would
-// refuse it: the clock follows the versions it receives, but not one far
-// ahead of its wall clock (see replication's hlc).
+// whose live item has CAS cur (0 if absent; sh nil for flush_all). A
+// replica's write must outrank the key's current version, item or
+// tombstone, and the last flush_all's, or its peers would refuse it or
+// hide it: the clock follows the versions it receives, but not one
+// absurdly far ahead of its wall clock (see replication's hlc).
 func (s *Store) nextCAS(sh *shard, key []byte, cur uint64) uint64 {
 	if !s.useCAS {
 		return 0
@@ -331,7 +331,8 @@ func (s *Store) nextCAS(sh *shard, key []byte, cur uint64) uint64 {
 		if cur == 0 && sh != nil && len(sh.tombs) > 0 {
 			cur = sh.tombs[string(key)].cas
 		}
-		return s.ver.NextCAS(cur)
+		// Below a flush_all's CAS a new item would be invisible.
+		return s.ver.NextCAS(max(cur, s.oldestCAS.Load()))
 	}
 	return s.cas.Add(1)
 }
