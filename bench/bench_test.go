@@ -336,7 +336,8 @@ func TestSmoke(t *testing.T) {
 }
 
 // TestSeriesAndProgress: one line of progress a second, the warm-up's
-// marked as such, and a series of whole seconds inside the measured window.
+// marked as such, and a series of whole seconds that covers the measured
+// window and nothing else.
 func TestSeriesAndProgress(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server")
@@ -346,13 +347,13 @@ func TestSeriesAndProgress(t *testing.T) {
 	cfg := Config{
 		Servers: []string{srv.addr}, Proto: ProtoText, Conns: 2, Pipeline: 2, SetWeight: 1, GetWeight: 1,
 		MultiGet: 1, Keys: 1000, KeyPrefix: "series:", Dist: "uniform", ValueMin: 50, ValueMax: 50,
-		Duration: 2500 * time.Millisecond, Warmup: 300 * time.Millisecond, Prefill: true, VerifyFrac: 0.5,
+		Duration: 2 * time.Second, Warmup: 300 * time.Millisecond, Prefill: true, VerifyFrac: 0.5,
 		Progress: &progress,
 	}
 	res, err := Run(context.Background(), cfg)
 	require.NoError(t, err)
 	checkResult(t, res)
-	require.Len(t, res.Series, 2, "ticks at 1 s and 2 s of a 2.5 s window")
+	require.Len(t, res.Series, 2, "a 2 s window: two seconds")
 	var ops int64
 	for i, s := range res.Series {
 		require.False(t, s.Warmup)
@@ -362,7 +363,10 @@ func TestSeriesAndProgress(t *testing.T) {
 		require.Positive(t, s.P50)
 		ops += s.Ops
 	}
-	require.LessOrEqual(t, ops, res.Requests, "the series holds no warm-up requests")
+	// The series counts what completed inside the window, the result what
+	// was sent inside it: they differ by the requests in flight at its
+	// edges, where a leaked warm-up (15% of the run) would show.
+	require.InDelta(t, float64(res.Requests), float64(ops), 0.05*float64(res.Requests))
 	lines := strings.Split(strings.TrimSpace(progress.String()), "\n")
 	require.Len(t, lines, 3, progress.String())
 	require.Contains(t, lines[0], " warm ")

@@ -325,22 +325,39 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 // coordinate ticks the progress line and series, reads CPU times at the
 // window's edges and stops the workers.
+// minInterval is the shortest last interval the series keeps: the window's
+// end and its last whole second fall at the same instant, and whichever
+// the select takes first leaves the other an interval of microseconds.
+const minInterval = 50 * time.Millisecond
+
 func (rn *runState) coordinate(ctx context.Context, ws []*worker, finished chan struct{}) (*Result, error) {
 	cfg := rn.cfg
 	res := &Result{Workload: cfg.String(), Errors: map[string]int64{}, TargetRate: cfg.Rate}
-	tick := time.NewTicker(time.Second)
+	// Ticks fall on whole seconds from the start, and from the start of the
+	// measured window once it begins, so that every second of the series
+	// lies inside the window; the window's end closes the last one.
+	next := rn.t0.Add(time.Second)
+	tick := time.NewTimer(time.Until(next))
 	defer tick.Stop()
-	var warm *time.Timer
-	if d := time.Until(rn.measureStart); d > 0 {
-		warm = time.NewTimer(d)
-	} else {
-		warm = time.NewTimer(0)
-	}
+	warm := time.NewTimer(max(time.Until(rn.measureStart), 0))
+	defer warm.Stop()
 	var end <-chan time.Time
 	var srv0, cli0, mach0 time.Duration
 	var srvErr error
+	measuring, ended := false, false
 	last := rn.t0
 	tickHist := newHist()
+	// interval closes the interval from the last tick to now.
+	interval := func(now time.Time, warmup bool) {
+		s := rn.collect(ws, tickHist, now.Sub(last))
+		last = now
+		s.T = now.Sub(rn.measureStart).Seconds()
+		s.Warmup = warmup
+		if !warmup {
+			res.Series = append(res.Series, s)
+		}
+		rn.progress(s, now)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -348,6 +365,10 @@ func (rn *runState) coordinate(ctx context.Context, ws []*worker, finished chan 
 			<-finished
 			return nil, ctx.Err()
 		case now := <-warm.C:
+			if cfg.Warmup > 0 {
+				interval(now, true)
+			}
+			last, measuring = now, true
 			cli0 = selfCPU()
 			mach0, _ = machineBusy()
 			if cfg.ServerPID > 0 {
@@ -356,28 +377,26 @@ func (rn *runState) coordinate(ctx context.Context, ws []*worker, finished chan 
 			if !rn.measureEnd.IsZero() {
 				end = time.After(time.Until(rn.measureEnd))
 			}
-			// What came since the last tick was warm-up: closed here, so
-			// that every second of the series lies inside the measured
-			// window, and the ticks start again from its beginning.
-			if cfg.Warmup > 0 {
-				s := rn.collect(ws, tickHist, now.Sub(last))
-				s.Warmup = true
-				rn.progress(s, now)
-			}
-			last = now
-			tick.Reset(time.Second)
-		case <-end:
+			next = rn.measureStart.Add(time.Second)
+			tick.Reset(time.Until(next))
+		case now := <-end:
 			rn.stop.Store(true)
-		case now := <-tick.C:
-			s := rn.collect(ws, tickHist, now.Sub(last))
-			last = now
-			s.T = now.Sub(rn.measureStart).Seconds()
-			s.Warmup = now.Before(rn.measureStart)
-			if !s.Warmup {
-				res.Series = append(res.Series, s)
+			ended = true
+			tick.Stop()
+			if now.Sub(last) >= minInterval {
+				interval(now, false)
 			}
-			rn.progress(s, now)
+		case now := <-tick.C:
+			interval(now, !measuring)
+			next = next.Add(time.Second)
+			tick.Reset(time.Until(next))
 		case <-finished:
+			if measuring && !ended {
+				// A run of a request count: its last, partial second.
+				if now := time.Now(); now.Sub(last) >= minInterval {
+					interval(now, false)
+				}
+			}
 			return rn.result(res, ws, srv0, cli0, mach0, srvErr)
 		}
 	}
