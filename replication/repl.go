@@ -128,6 +128,7 @@ type Replicator struct {
 	overruled atomic.Uint64
 
 	degraded atomic.Uint64 // writes answered without a peer that timed out
+	unsynced atomic.Uint64 // writes made while a peer was not in sync
 	refused  atomic.Uint64 // writes answered SERVER_ERROR (quorum)
 	applied  atomic.Uint64 // states received from peers and installed
 	stale    atomic.Uint64 // states received and refused as older
@@ -262,8 +263,9 @@ func (r *Replicator) send(f *frame, it store.Item) {
 	defer r.mu.Unlock()
 	r.seq++
 	f.Seq = r.seq
-	encoded := false
+	encoded, unsynced := false, false
 	for _, l := range r.links {
+		unsynced = unsynced || l.state.Load() != stateInSync
 		if !l.streaming {
 			continue
 		}
@@ -271,6 +273,11 @@ func (r *Replicator) send(f *frame, it store.Item) {
 			r.hdr, encoded = appendFrame(r.hdr[:0], f), true
 		}
 		l.push(r.hdr, f, it)
+	}
+	if unsynced {
+		// Not on that peer until its resync: what `all` acknowledges
+		// without it.
+		r.unsynced.Add(1)
 	}
 	r.head.Store(r.seq)
 }

@@ -1214,7 +1214,7 @@ func TestStatsNames(t *testing.T) {
 
 	st := statsOf(nodes[0].r)
 	names := []string{"node_id", "node_number", "group", "listen", "ack", "timeout_ms", "head_seq",
-		"writes_degraded", "writes_refused", "states_applied", "states_stale", "writes_overruled", "bad_links", "tombstones", "waiting"}
+		"writes_degraded", "writes_unsynced", "writes_refused", "states_applied", "states_stale", "writes_overruled", "bad_links", "tombstones", "waiting"}
 	for _, f := range []string{"addr", "node_id", "state", "pending_bytes", "acked_seq", "lag_seqs", "lag_ms",
 		"acks", "ack_p50_us", "ack_p99_us", "ack_p999_us", "reconnects", "timeouts", "resyncs", "overflows"} {
 		names = append(names, "peer0:"+f)
@@ -1233,6 +1233,7 @@ func TestStatsNames(t *testing.T) {
 	require.Equal(t, strconv.FormatInt(longTimeout.Milliseconds(), 10), st["timeout_ms"])
 	require.Equal(t, "1", st["head_seq"])
 	require.Equal(t, "0", st["writes_degraded"])
+	require.Equal(t, "0", st["writes_unsynced"])
 	require.Equal(t, "0", st["writes_refused"])
 	require.Equal(t, "1", st["states_applied"])
 	require.Equal(t, "0", st["states_stale"])
@@ -1261,10 +1262,29 @@ func TestStatsNames(t *testing.T) {
 		"repl_peers_in_sync":   "1",
 		"repl_head_seq":        "1",
 		"repl_writes_degraded": "0",
+		"repl_writes_unsynced": "0",
 		"repl_writes_refused":  "0",
 		"repl_states_applied":  "1",
 		"repl_waiting":         "0",
 	}, summaryOf(nodes[0].r))
+}
+
+// TestWritesUnsynced: writes made while a peer is not in sync (its link
+// still connecting, here) are counted, and only those.
+func TestWritesUnsynced(t *testing.T) {
+	a, b := newPair(t)
+	a.start(t) // b not yet listening: a's link to it keeps connecting
+	for i := range 3 {
+		write(t, a, set("early"+strconv.Itoa(i), "v", store.SetOptions{}))
+	}
+	require.Equal(t, uint64(3), a.r.unsynced.Load())
+	require.Equal(t, "3", summaryOf(a.r)["repl_writes_unsynced"])
+	b.start(t)
+	waitInSync(t, a, b)
+	write(t, a, set("late", "v", store.SetOptions{}))
+	write(t, b, set("late", "w", store.SetOptions{}))
+	require.Equal(t, uint64(3), a.r.unsynced.Load(), "writes once in sync are not counted")
+	require.Zero(t, b.r.unsynced.Load())
 }
 
 // TestStatsDuringInboundHandshake reads the stats while an inbound link is

@@ -902,6 +902,9 @@ func TestReplPeerStoppedAndKilled(t *testing.T) {
 	set("pk:stopped-dropped", "after the link to the stopped B was dropped", timeout)
 	require.GreaterOrEqual(t, statUint(t, st, "writes_degraded"), uint64(1), fmtStats(st))
 	require.GreaterOrEqual(t, statUint(t, st, "peer0:timeouts"), uint64(1), fmtStats(st))
+	// The ten small writes while B was stopped, less the one that waited
+	// for the timeout, at least: each acknowledged without B.
+	require.GreaterOrEqual(t, statUint(t, st, "writes_unsynced"), uint64(9), fmtStats(st))
 	s, err := replStats(a.addr, "")
 	require.NoError(t, err)
 	require.Equal(t, "0", s["repl_peers_in_sync"], fmtStats(s))
