@@ -18,9 +18,6 @@ const (
 	// flushAt: inside a long pipeline, replies are written out every 64 KiB
 	// so that a client reading its replies as it sends is never stalled.
 	flushAt = 64 << 10
-	// maxGetLine bounds a get line waiting for its newline: memcached lets
-	// multi-gets pass MaxLine, but a connection must not buffer without end.
-	maxGetLine = 1 << 20
 	// binaryMagic is the first byte of a binary protocol request.
 	binaryMagic = 0x80
 )
@@ -65,6 +62,12 @@ type conn struct {
 	// again), or requests left to a detached goroutine.
 	partial []byte
 	pneed   int
+	// getLine is how many bytes at the front of the input are known to
+	// hold no newline: a get line longer than protocol.MaxLine still
+	// arriving (memcached buffers those without a bound; ours is the
+	// connection's input bound). Each arrival is searched from there, not
+	// from the start, so a long line costs its length once.
+	getLine int
 	// wmu orders a detached goroutine's writes with the close callback:
 	// once netpoll has closed the connection (gone), the socket's number
 	// may already belong to another client.
@@ -304,11 +307,15 @@ func loneText(buf []byte) (skip int, lone bool) {
 // one runs the request at the front of buf. It returns the bytes consumed,
 // or how many must be buffered before it can run.
 func (c *conn) one(buf []byte) (used, want int) {
+	if c.getLine > 0 && c.getLine <= len(buf) && bytes.IndexByte(buf[c.getLine:], '\n') < 0 {
+		c.getLine = len(buf)
+		return 0, len(buf) + 1
+	}
+	c.getLine = 0
 	n, err := protocol.Parse(buf, &c.req)
 	if err == protocol.ErrNeedMore {
-		if len(buf) > maxGetLine {
-			c.closing = true
-			return len(buf), 0
+		if len(buf) > protocol.MaxLine {
+			c.getLine = len(buf) // only a get line gets this far
 		}
 		return 0, len(buf) + 1
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -215,7 +216,7 @@ func heapAlloc() uint64 {
 func TestBadInputIsolation(t *testing.T) {
 	for _, low := range []bool{false, true} {
 		t.Run(fmt.Sprintf("low-latency=%v", low), func(t *testing.T) {
-			testBadInputIsolation(t, server.Config{LowLatency: low})
+			testBadInputIsolation(t, server.Config{LowLatency: low, MaxInput: 2 << 20})
 		})
 	}
 }
@@ -374,7 +375,7 @@ const (
 	badHalfLine          // half a command line, then gone
 	badCutValue          // a value cut short, then gone
 	badLongLine          // 3000 bytes without a newline: the server closes
-	badHugeGet           // a multi-get of 200 KB, answered; or 1.1 MiB unterminated: closed
+	badHugeGet           // a multi-get of 200 KB or 1.2 MiB, answered; or 2.1 MiB unterminated: closed
 	badQuit              // quit: the server closes
 	badUnknown           // unknown commands: ERROR
 	badKinds
@@ -419,10 +420,18 @@ func badClient(addr string, kind int, rng *rand.Rand) error {
 		}
 		return c.waitEOF()
 	case badHugeGet:
-		if rng.IntN(10) == 0 {
-			// Past the bound on an unterminated get line.
-			_ = c.send([]byte("get " + strings.Repeat("k123456 ", (1<<20)/8+2000)))
+		switch rng.IntN(10) {
+		case 0:
+			// Past the connection's input bound (2 MiB here) with no
+			// newline: closed.
+			_ = c.send([]byte("get " + strings.Repeat("k123456 ", (2<<20)/8+2000)))
 			return c.waitEOF()
+		case 1:
+			// Longer than 1 MiB, then its newline: answered, as memcached
+			// answers multi-gets of any length.
+			line := "get " + strings.Repeat("k123456 ", (1<<20)/8+20000) + "\r\n"
+			go func() { _ = c.send([]byte(line)) }()
+			return c.expect([]byte("END\r\n"))
 		}
 		var b strings.Builder
 		b.WriteString("get")
@@ -564,4 +573,28 @@ func testPartialRequests(t *testing.T, cfg server.Config) {
 		require.NoError(t, c.expect([]byte("SERVER_ERROR object too large for cache\r\nEND\r\nSTORED\r\nVALUE after 0 3\r\nabc\r\nEND\r\n")))
 		require.NoError(t, <-errc)
 	})
+}
+
+// TestLongGetLine: a get line may be longer than a megabyte and arrive in
+// many pieces (memcached buffers multi-gets without a bound); its
+// answer, or a too-long key's error, comes once the newline does, and the
+// connection goes on.
+func TestLongGetLine(t *testing.T) {
+	addr, _ := startServer(t, server.Config{})
+	c := mustDial(t, addr)
+	defer c.Close()
+	require.NoError(t, c.roundTrip("set k1 0 0 2\r\nv1\r\n", "STORED\r\n"))
+
+	keys := []byte("get k1" + strings.Repeat(" nokey123", (1<<20)/9+5000))
+	for chunk := range slices.Chunk(keys, 32<<10) {
+		require.NoError(t, c.send(chunk))
+	}
+	require.NoError(t, c.roundTrip(" k1\r\nget k1\r\n",
+		"VALUE k1 0 2\r\nv1\r\nVALUE k1 0 2\r\nv1\r\nEND\r\nVALUE k1 0 2\r\nv1\r\nEND\r\n"))
+
+	long := []byte("get " + strings.Repeat("z", 2<<20))
+	for chunk := range slices.Chunk(long, 64<<10) {
+		require.NoError(t, c.send(chunk))
+	}
+	require.NoError(t, c.roundTrip("\r\nget k1\r\n", "CLIENT_ERROR bad command line format\r\nVALUE k1 0 2\r\nv1\r\nEND\r\n"))
 }
