@@ -352,8 +352,9 @@ func addrString(network, addr string) string {
 }
 
 // cachedump answers "stats cachedump <class> <limit>": an ITEM line per
-// item of the class, most recently used first, as memcached (an item that
-// never expires shows the server's start time).
+// item of the class, most recently used first, as memcached 1.6 (an item
+// that never expires shows 0 s; older versions showed the server's start
+// time).
 func (c *conn) cachedump() {
 	a := c.req.Args
 	switch {
@@ -374,18 +375,13 @@ func (c *conn) cachedump() {
 		c.out = protocol.AppendLine(c.out, "CLIENT_ERROR Illegal slab id")
 		return
 	}
-	started := c.s.store.Started()
 	c.s.store.Dump(int(cls), int(limit), func(e store.DumpEntry) bool {
 		c.out = append(c.out, "ITEM "...)
 		c.out = append(c.out, e.Key...)
 		c.out = append(c.out, " ["...)
 		c.out = strconv.AppendInt(c.out, int64(e.Len), 10)
 		c.out = append(c.out, " b; "...)
-		exp := e.Exptime
-		if exp == 0 {
-			exp = started
-		}
-		c.out = strconv.AppendInt(c.out, exp, 10)
+		c.out = strconv.AppendInt(c.out, e.Exptime, 10)
 		c.out = append(c.out, " s]\r\n"...)
 		return true
 	})

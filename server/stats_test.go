@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,4 +51,25 @@ func TestConnStatsAges(t *testing.T) {
 	// The listener (its start is 5 s ahead of the clock: 0), this
 	// connection (its request is now: 0), the idle one (5 s ago).
 	require.Equal(t, []int{0, 0, 5}, ages)
+}
+
+// TestCachedump: an ITEM line per item, with its value's length and its
+// expiry as a unix time, 0 for an item that never expires (memcached 1.6).
+func TestCachedump(t *testing.T) {
+	addr, _ := startServer(t, server.Config{})
+	c := mustDial(t, addr)
+	require.NoError(t, c.roundTrip("set forever 0 0 3\r\nabc\r\n", "STORED\r\n"))
+	at := time.Now().Unix() + 1000
+	require.NoError(t, c.roundTrip("set later 0 1000 1\r\nx\r\n", "STORED\r\n"))
+	require.NoError(t, c.send([]byte("stats cachedump 1 0\r\n")))
+	got, err := c.readToEnd()
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSuffix(got, "\r\nEND\r\n"), "\r\n")
+	slices.Sort(lines)
+	require.Len(t, lines, 2, got)
+	require.Equal(t, "ITEM forever [3 b; 0 s]", lines[0], got)
+	var exp int64
+	_, err = fmt.Sscanf(lines[1], "ITEM later [1 b; %d s]", &exp)
+	require.NoError(t, err, got)
+	require.InDelta(t, at, exp, 2)
 }
