@@ -352,7 +352,7 @@ func addrString(network, addr string) string {
 }
 
 // cachedump answers "stats cachedump <class> <limit>": an ITEM line per
-// item of the class, most recently used first, as memcached 1.6 (an item
+// item of the class, in the order of the class's memory, as memcached 1.6 (an item
 // that never expires shows 0 s; older versions showed the server's start
 // time).
 func (c *conn) cachedump() {

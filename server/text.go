@@ -407,6 +407,9 @@ func (c *conn) metadump(arg []byte) {
 	}
 	for _, cls := range ids {
 		c.s.store.Dump(cls, 0, func(e store.DumpEntry) bool {
+			if e.Dead {
+				return true // as memcached's crawler: expired and flushed items are skipped
+			}
 			c.out = append(c.out, "key="...)
 			c.out = appendURIEncoded(c.out, e.Key)
 			c.out = append(c.out, " exp="...)

@@ -180,6 +180,9 @@ type DumpEntry struct {
 	Fetched    bool
 	Class      int
 	Size       int // memcached's size for the item
+	// Dead: expired or invalidated by flush_all, not yet reclaimed.
+	// memcached's cachedump lists such items, its metadump does not.
+	Dead bool
 }
 
 // Dump calls fn for the items of class cls, at most limit of them (0: all),
@@ -195,6 +198,7 @@ func (s *Store) Dump(cls, limit int, fn func(DumpEntry) bool) {
 	var kb [MaxKeyLen]byte
 	var refs []slab.Ref
 	n := 0
+	now := s.now()
 	for _, p := range s.slab.Pages(cls, nil) {
 		refs = s.slab.UsedChunks(cls, p, refs[:0])
 		for _, r := range refs {
@@ -211,6 +215,7 @@ func (s *Store) Dump(cls, limit int, fn func(DumpEntry) bool) {
 				Exptime: s.unix(h.exp), LastAccess: s.unix(h.time), CAS: h.cas,
 				Fetched: h.bits&bitFetched != 0, Class: cls,
 				Size: s.MemcachedSize(h.klen, h.flags, h.vlen),
+				Dead: expired(&h, now) || s.isFlushed(&h, now),
 			}
 			sh.mu.Unlock()
 			n++
