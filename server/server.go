@@ -161,7 +161,8 @@ type Server struct {
 	connYields, cmdMeta, udpDropped atomic.Uint64
 	authCmds, authErrors            atomic.Uint64
 	verbosity                       atomic.Int32
-	crawlerOff                      atomic.Bool // lru_crawler disable
+	automove                        atomic.Int32 // "slabs automove N", for stats settings
+	crawlerOff                      atomic.Bool  // lru_crawler disable
 }
 
 // New prepares a server over st and opens its listeners.
@@ -195,6 +196,12 @@ func New(cfg Config, st *store.Store) (*Server, error) {
 	// One whole item (with its command line) must always fit.
 	s.maxInput = max(cfg.MaxInput, 2*st.ItemSizeMax())
 	s.verbosity.Store(int32(cfg.Verbosity))
+	for _, kv := range cfg.Settings {
+		if kv[0] == "slab_automove" {
+			n, _ := strconv.Atoi(kv[1])
+			s.automove.Store(int32(n))
+		}
+	}
 	if err := s.listen(); err != nil {
 		s.closeListeners()
 		return nil, err

@@ -108,13 +108,24 @@ func (w statWriter) end() {
 	w.c.out = append(w.c.out, "END\r\n"...)
 }
 
+// settingsStats prints "stats settings": the table cmd made at start, with
+// the settings that commands change at run time read as they are now.
 func (c *conn) settingsStats(w statWriter) {
 	for _, kv := range c.s.cfg.Settings {
-		if kv[0] == "detail_enabled" { // follows stats detail on|off
+		switch kv[0] {
+		case "detail_enabled": // stats detail on|off
 			kv[1] = "no"
 			if c.s.detail.on.Load() {
 				kv[1] = "yes"
 			}
+		case "verbosity": // verbosity N
+			kv[1] = strconv.Itoa(int(c.s.verbosity.Load()))
+		case "maxbytes": // cache_memlimit N
+			kv[1] = strconv.FormatInt(c.s.store.MemoryLimit(), 10)
+		case "slab_automove": // slabs automove N
+			kv[1] = strconv.Itoa(int(c.s.automove.Load()))
+		case "oldest": // flush_all
+			kv[1] = strconv.FormatUint(uint64(c.s.store.OldestLive()), 10)
 		}
 		w.str(kv[0], kv[1])
 	}

@@ -73,3 +73,40 @@ func TestCachedump(t *testing.T) {
 	require.NoError(t, err, got)
 	require.InDelta(t, at, exp, 2)
 }
+
+// TestSettingsFollowCommands: the settings that commands change at run
+// time show their new values in "stats settings", as memcached's do.
+func TestSettingsFollowCommands(t *testing.T) {
+	addr, _ := startServer(t, server.Config{Settings: [][2]string{
+		{"maxbytes", "67108864"}, {"verbosity", "0"}, {"oldest", "0"}, {"slab_automove", "1"}, {"detail_enabled", "no"},
+	}})
+	c := mustDial(t, addr)
+	settings := func() map[string]string {
+		t.Helper()
+		require.NoError(t, c.send([]byte("stats settings\r\n")))
+		got, err := c.readToEnd()
+		require.NoError(t, err)
+		m := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSuffix(got, "END\r\n"), "\r\n") {
+			if f := strings.Fields(line); len(f) == 3 {
+				m[f[1]] = f[2]
+			}
+		}
+		return m
+	}
+	require.Equal(t, map[string]string{"maxbytes": "67108864", "verbosity": "0", "oldest": "0",
+		"slab_automove": "1", "detail_enabled": "no"}, settings())
+	require.NoError(t, c.roundTrip("verbosity 1\r\n", "OK\r\n"))
+	require.NoError(t, c.roundTrip("cache_memlimit 100\r\n", "OK\r\n"))
+	require.NoError(t, c.roundTrip("slabs automove 0\r\n", "OK\r\n"))
+	require.NoError(t, c.roundTrip("stats detail on\r\n", "OK\r\n"))
+	require.NoError(t, c.roundTrip("flush_all\r\n", "OK\r\n"))
+	got := settings()
+	require.Equal(t, "1", got["verbosity"])
+	require.Equal(t, strconv.Itoa(100<<20), got["maxbytes"])
+	require.Equal(t, "0", got["slab_automove"])
+	require.Equal(t, "yes", got["detail_enabled"])
+	require.NotEqual(t, "0", got["oldest"], "flush_all sets oldest")
+	require.NoError(t, c.roundTrip("slabs automove 2\r\n", "OK\r\n"))
+	require.Equal(t, "2", settings()["slab_automove"])
+}

@@ -258,9 +258,11 @@ func (c *conn) slabs() {
 			c.reply(protocol.ErrFormat.Reply)
 		case n == 0:
 			c.s.store.SetAutomove(false)
+			c.s.automove.Store(0)
 			c.reply("OK")
 		case n <= 2:
 			c.s.store.SetAutomove(true)
+			c.s.automove.Store(int32(n))
 			c.reply("OK")
 		default:
 			c.reply("ERROR")

@@ -156,6 +156,18 @@ func (s *Store) ResetStats() {
 // SetMemoryLimit changes the memory limit (memcached's cache_memlimit).
 func (s *Store) SetMemoryLimit(bytes int64) { s.slab.SetLimit(bytes) }
 
+// MemoryLimit is the memory limit in bytes now.
+func (s *Store) MemoryLimit() int64 { return s.slab.Limit() }
+
+// OldestLive is the store second at or before which flush_all invalidated
+// what was stored (memcached's settings.oldest_live), 0 if none did.
+func (s *Store) OldestLive() uint32 {
+	if ol := s.oldestLive.Load(); ol > 1 {
+		return ol
+	}
+	return 0
+}
+
 // NumClasses is the number of slab classes; they are numbered from 1.
 func (s *Store) NumClasses() int { return s.largest }
 
