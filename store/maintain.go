@@ -9,8 +9,8 @@ import (
 
 // Run keeps the store's clock (if the store made it) and runs the background
 // work until ctx is done: a crawler pass that frees expired and flushed items
-// every crawlInterval, so their memory comes back without anyone reading
-// them, and, unless NoAutomove, a check each second that moves a page to a
+// every crawlInterval (and within a second of a flush_all taking effect), so
+// their memory comes back without anyone reading them, and, unless NoAutomove, a check each second that moves a page to a
 // class that is evicting from one whose items are much older.
 func (s *Store) Run(ctx context.Context) {
 	if s.ownClock {
@@ -28,7 +28,8 @@ func (s *Store) Run(ctx context.Context) {
 			if !s.noAutomove.Load() && !s.cfg.NoEvict {
 				am.step(s)
 			}
-			if now.Sub(lastCrawl) >= crawlInterval {
+			at := s.crawlAt.Load()
+			if soon := at != 0 && s.now() >= at && s.crawlAt.CompareAndSwap(at, 0); soon || now.Sub(lastCrawl) >= crawlInterval {
 				s.Crawl()
 				lastCrawl = now
 			}

@@ -179,6 +179,7 @@ type Store struct {
 
 	cas        atomic.Uint64
 	oldestLive atomic.Uint32 // flush_all: items last stored at or before are invalid
+	crawlAt    atomic.Uint32 // store second from which Run crawls once (after a flush_all), 0 if none
 	oldestCAS  atomic.Uint64 // flush_all now: items with a lower CAS are invalid
 
 	sizes      []atomic.Int64 // items per 32-byte size bucket; nil unless TrackSizes
@@ -1202,6 +1203,9 @@ func (s *Store) FlushAll(delay int64) {
 	} else {
 		s.oldestLive.Store(oldest)
 	}
+	// The crawler frees what the flush invalidated once it takes effect,
+	// as memcached's does, rather than at its next pass (up to 10 s).
+	s.crawlAt.Store(oldest)
 	if s.obs != nil {
 		s.obs.Flushed(s.unix(oldest), cas)
 	}

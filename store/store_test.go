@@ -377,6 +377,25 @@ func TestCrawler(t *testing.T) {
 	require.Zero(t, s.Stats().CurrItems)
 }
 
+// TestRunCrawlsAfterFlush: Run frees what a flush_all invalidated within a
+// second or two of it taking effect, not at its next regular pass (10 s),
+// so curr_items drops as memcached's does.
+func TestRunCrawlsAfterFlush(t *testing.T) {
+	s := newTestStore(t, Config{MemoryLimit: 4 << 20})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for i := range 100 {
+		_, err := s.Set([]byte(fmt.Sprintf("k%d", i)), []byte("value"), SetOptions{})
+		require.NoError(t, err)
+	}
+	s.FlushAll(0)
+	require.Eventually(t, func() bool { return s.Stats().CurrItems == 0 }, crawlInterval/2, 10*time.Millisecond,
+		"curr_items %d", s.Stats().CurrItems)
+	require.Equal(t, uint64(100), s.Stats().CrawlerReclaimed)
+}
+
 // TestRunStops: Run returns when its context ends.
 func TestRunStops(t *testing.T) {
 	s := newTestStore(t, Config{})
