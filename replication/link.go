@@ -184,23 +184,22 @@ func (l *link) run() {
 				l.r.logf("peer %s: %v (retrying)", l.addr, msg)
 				last = msg
 			}
-			l.r.pause(backoff) // the loop ends if it closed
-			backoff = min(backoff*2, backoffMax)
-			continue
-		}
-		last = ""
-		began := time.Now()
-		l.serve(conn, br, peer)
-		l.reconnects.Add(1)
-		// A connection that dies soon after it is made (a peer that
-		// refuses what it is sent, a decode error on either end) would
-		// otherwise be made again at once, with a full resync each time.
-		if time.Since(began) < stableLink {
-			l.r.pause(backoff)
-			backoff = min(backoff*2, backoffMax)
 		} else {
-			backoff = backoffMin
+			last = ""
+			began := time.Now()
+			l.serve(conn, br, peer)
+			l.reconnects.Add(1)
+			if time.Since(began) >= stableLink {
+				backoff = backoffMin
+				continue
+			}
+			// A connection that died soon after it was made (a peer that
+			// refuses what it is sent, a decode error on either end)
+			// counts as a failed dial: made again at once, it would be
+			// resynced in a loop.
 		}
+		l.r.pause(backoff) // the loop ends if it closed
+		backoff = min(backoff*2, backoffMax)
 	}
 }
 

@@ -9,9 +9,10 @@ import (
 
 // Run keeps the store's clock (if the store made it) and runs the background
 // work until ctx is done: a crawler pass that frees expired and flushed items
-// every crawlInterval (and within a second of a flush_all taking effect), so
-// their memory comes back without anyone reading them, and, unless NoAutomove, a check each second that moves a page to a
-// class that is evicting from one whose items are much older.
+// every crawlInterval (and within a second of a flush_all taking effect),
+// so their memory comes back without anyone reading them, and, unless
+// NoAutomove, a check each second that moves a page to a class that is
+// evicting from one whose items are much older.
 func (s *Store) Run(ctx context.Context) {
 	if s.ownClock {
 		go s.clock.Run(ctx)
@@ -28,13 +29,19 @@ func (s *Store) Run(ctx context.Context) {
 			if !s.noAutomove.Load() && !s.cfg.NoEvict {
 				am.step(s)
 			}
-			at := s.crawlAt.Load()
-			if soon := at != 0 && s.now() >= at && s.crawlAt.CompareAndSwap(at, 0); soon || now.Sub(lastCrawl) >= crawlInterval {
+			if s.flushDue() || now.Sub(lastCrawl) >= crawlInterval {
 				s.Crawl()
 				lastCrawl = now
 			}
 		}
 	}
+}
+
+// flushDue reports, once, that a flush_all has taken effect since the last
+// crawl it asked for.
+func (s *Store) flushDue() bool {
+	at := s.crawlAt.Load()
+	return at != 0 && s.now() >= at && s.crawlAt.CompareAndSwap(at, 0)
 }
 
 // crawlInterval: a pass reads one header per item, about 50 ms of one core

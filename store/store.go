@@ -957,7 +957,7 @@ func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
 		s.setExp(r, h.exp)
 		if s.ver != nil && !created {
 			// A replica's new exptime must be a newer version.
-			h.cas = s.ver.NextCAS(h.cas)
+			h.cas = s.nextCAS(sh, key, h.cas)
 			s.setCAS(r, h.cas)
 			it.h.cas, it.CAS = h.cas, h.cas
 		}
