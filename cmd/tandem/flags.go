@@ -110,7 +110,7 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 	fs.String("config", "", "read options from a file in /etc/memcached.conf format")
 
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the run to this file (written at exit: SIGTERM or SIGINT)")
-	fs.BoolVar(&o.lowLatency, "low-latency", false, "answer small requests on the network poller's thread: lower latency at low load, a little more CPU under load; best with -t at most the number of CPUs (no effect with --peers)")
+	fs.BoolVar(&o.lowLatency, "low-latency", false, "answer small requests on the network poller's thread: lower latency at low load, a little more CPU under load (no effect with --peers)")
 
 	// Replication: Tandem's own options, long names only.
 	fs.StringSliceVar(&o.peers, "peers", nil, "replication peers, HOST:PORT[,HOST:PORT...] (none: replication off)")

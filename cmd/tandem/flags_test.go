@@ -259,20 +259,19 @@ func TestHugePagesOff(t *testing.T) {
 	}
 }
 
-func TestLowLatencyProcs(t *testing.T) {
+func TestEventLoops(t *testing.T) {
 	cases := []struct {
-		threads, cpus, procs int
-		warn                 bool
+		threads, procs, loops int
 	}{
-		{threads: 2, cpus: 2, procs: 3},
-		{threads: 1, cpus: 8, procs: 2},
-		{threads: 4, cpus: 2, procs: 3, warn: true}, // memcached's default -t on a 2-CPU box
-		{threads: 16, cpus: 1, procs: 2, warn: true},
-		{threads: 0, cpus: 4, procs: 2},
+		{threads: 2, procs: 2, loops: 2},
+		{threads: 1, procs: 8, loops: 1},
+		{threads: 4, procs: 2, loops: 2}, // memcached's default -t on a 2-CPU box
+		{threads: 4, procs: 8, loops: 4},
+		{threads: 16, procs: 1, loops: 1},
 	}
 	for _, c := range cases {
-		procs, warn := lowLatencyProcs(c.threads, c.cpus)
-		require.Equal(t, c.procs, procs, "-t %d on %d CPUs", c.threads, c.cpus)
-		require.Equal(t, c.warn, warn, "-t %d on %d CPUs", c.threads, c.cpus)
+		loops := eventLoops(c.threads, c.procs)
+		require.Equal(t, c.loops, loops, "-t %d with GOMAXPROCS %d", c.threads, c.procs)
+		require.Equal(t, c.loops+1, lowLatencyProcs(loops))
 	}
 }

@@ -28,7 +28,16 @@ type proc struct {
 
 func startProc(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, nil, bin, args...)
+}
+
+// startProcEnv is startProc with env added to the test's environment.
+func startProcEnv(t *testing.T, env []string, bin string, args ...string) *proc {
+	t.Helper()
 	p := &proc{cmd: exec.Command(bin, args...), out: &lockedBuffer{}, exited: make(chan struct{})}
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	require.NoError(t, p.cmd.Start())
 	go func() { _ = p.cmd.Wait(); close(p.exited) }()
@@ -78,6 +87,25 @@ func roundTrip(t *testing.T, c net.Conn, r *bufio.Reader, req string) string {
 	return line
 }
 
+// statLine sends a stats command and returns the line of the named stat.
+func statLine(t *testing.T, c net.Conn, r *bufio.Reader, req, name string) string {
+	t.Helper()
+	require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+	_, err := io.WriteString(c, req)
+	require.NoError(t, err)
+	found := ""
+	for {
+		line, err := r.ReadString('\n')
+		require.NoError(t, err)
+		if line == "END\r\n" {
+			return found
+		}
+		if strings.HasPrefix(line, "STAT "+name+" ") {
+			found = line
+		}
+	}
+}
+
 func tcpArgs(port int, extra ...string) []string {
 	return append([]string{"-u", "root", "-l", "127.0.0.1", "-p", strconv.Itoa(port)}, extra...)
 }
@@ -96,6 +124,19 @@ func TestLifecycle(t *testing.T) {
 		require.Equal(t, 0, p.waitExit(t, 10*time.Second), p.out.String())
 		_, err := net.DialTimeout("tcp", addr, time.Second)
 		require.Error(t, err, "nothing listens after shutdown")
+	})
+
+	t.Run("-t above the processors", func(t *testing.T) {
+		// memcached's default -t 4 on a 2-CPU machine: 2 event loops, and
+		// stats still reports the threads asked for, as memcached does.
+		port := freePort(t)
+		p := startProcEnv(t, []string{"GOMAXPROCS=2"}, bin, tcpArgs(port, "-v")...)
+		c := dialWait(t, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+		defer c.Close()
+		r := bufio.NewReader(c)
+		require.Equal(t, "STAT threads 4\r\n", statLine(t, c, r, "stats\r\n", "threads"))
+		require.Equal(t, "STAT num_threads 4\r\n", statLine(t, c, r, "stats settings\r\n", "num_threads"))
+		require.Contains(t, p.out.String(), "tandem: -t 4: 2 event loops, one per processor Go may use")
 	})
 
 	t.Run("shutdown command needs -A", func(t *testing.T) {

@@ -108,37 +108,45 @@ func loadUsers(o *options) (authUsers, error) {
 	return u, nil
 }
 
-// lowLatencyProcs is GOMAXPROCS under --low-latency for threads pollers
-// where the runtime's default is cpus: a processor for each poller, at most
-// cpus, and one spare. warn: more pollers than CPUs, which was measured to
-// cost 10-30% more CPU under load with handlers on the pollers.
-func lowLatencyProcs(threads, cpus int) (procs int, warn bool) {
-	return min(max(threads, 1), cpus) + 1, threads > cpus
+// eventLoops is the number of netpoll pollers for -t threads where the
+// runtime runs goroutines on procs processors: -t, but no more than procs.
+// memcached's -t counts worker threads, and 4 (its default) is right for it
+// on any machine; a poller more than Go has processors only blocks in
+// epoll_wait holding one, and Go's sysmon then takes processors back from
+// pollers again and again. On 2 CPUs at 2,000 requests/s -t 4 cost 4-5x
+// memcached's CPU per request against 1.2-1.5x with 2 pollers, and 2
+// pollers were level with 4 under load (docs/performance.md, fifteenth
+// session).
+func eventLoops(threads, procs int) int {
+	return max(min(threads, procs), 1)
+}
+
+// lowLatencyProcs is GOMAXPROCS under --low-latency for loops pollers: a
+// processor for each and one spare.
+func lowLatencyProcs(loops int) int {
+	return loops + 1
 }
 
 func serve(o *options, users authUsers, stderr io.Writer) int {
-	if o.threads > 0 {
-		// netpoll's pollers play the role of memcached's worker threads.
-		if err := netpoll.SetNumLoops(o.threads); err != nil {
-			fmt.Fprintf(stderr, "tandem: setting %d event loops: %v\n", o.threads, err)
-			return 71
-		}
+	// The runtime's own GOMAXPROCS follows the CPUs this process may use
+	// (its cgroup limit included).
+	loops := eventLoops(o.threads, runtime.GOMAXPROCS(0))
+	if o.verbose > 0 && loops < o.threads {
+		fmt.Fprintf(stderr, "tandem: -t %d: %d event loops, one per processor Go may use\n", o.threads, loops)
+	}
+	// netpoll's pollers play the role of memcached's worker threads.
+	if err := netpoll.SetNumLoops(loops); err != nil {
+		fmt.Fprintf(stderr, "tandem: setting %d event loops: %v\n", loops, err)
+		return 71
 	}
 	if o.lowLatency && o.peers == nil && os.Getenv("GOMAXPROCS") == "" {
 		// Handlers run on the pollers, which block in epoll_wait holding a
 		// processor each. With no processor left idle, Go's sysmon takes
 		// them back again and again and never sleeps: up to 3x the CPU per
 		// request at low load. One spare processor stops that
-		// (docs/performance.md, twelfth session).
-		// The runtime's own default follows the CPUs this process may use
-		// (its cgroup limit included); setting it stops the runtime from
-		// following later changes of that limit.
-		cpus := runtime.GOMAXPROCS(0)
-		procs, warn := lowLatencyProcs(o.threads, cpus)
-		if warn {
-			fmt.Fprintf(stderr, "tandem: warning: --low-latency works best with -t at most the number of CPUs (%d)\n", cpus)
-		}
-		runtime.GOMAXPROCS(procs)
+		// (docs/performance.md, twelfth session). Setting it stops the
+		// runtime from following later changes of the CPU limit.
+		runtime.GOMAXPROCS(lowLatencyProcs(loops))
 	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
