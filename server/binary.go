@@ -259,6 +259,9 @@ func (c *conn) binStore(r *binRequest, flags uint32) {
 	if o.Mode == store.ModeCAS && err == nil {
 		c.casWrote = cas
 	}
+	if c.s.watch.wants(watchMutations) {
+		c.logStore(r.Key, o.Mode, err, o.Flags, o.Exptime, len(r.Value))
+	}
 	switch err {
 	case nil:
 		c.binOK(r, cas)
@@ -334,6 +337,9 @@ func (c *conn) binGet(r *binRequest) {
 	found := false
 	err := c.s.store.Get(r.Key, o, func(it store.Item) {
 		found = true
+		if c.s.watch.wants(watchFetchers) {
+			c.logFetch(it.Key(), true, it.Class(), it.Len())
+		}
 		withKey := r.op == protocol.OpGetK || r.op == protocol.OpGATK
 		vlen := it.Len()
 		if r.op == protocol.OpTouch {
@@ -353,6 +359,9 @@ func (c *conn) binGet(r *binRequest) {
 		}
 	})
 	c.s.detail.record(r.Key, detailGet, found)
+	if !found && c.s.watch.wants(watchFetchers) {
+		c.logFetch(r.Key, false, 0, 0)
+	}
 	if found || err == nil || r.quiet {
 		return
 	}

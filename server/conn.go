@@ -76,6 +76,11 @@ type conn struct {
 
 	auth authState // -S and -Y, see auth.go
 
+	// watcher is set once the connection runs "watch" (watch.go): from
+	// then on its input is ignored and its own goroutine writes to it.
+	watcher  atomic.Pointer[watcher]
+	closeWhy atomic.Uint32 // for watch's conn_close lines
+
 	// Arguments of the store callback, set before each Get so that the
 	// callback is a method value made once, not a closure per request.
 	hit     func(store.Item)
@@ -100,6 +105,7 @@ func newConn(s *Server, nc netpoll.Connection) *conn {
 	c.hit = c.appendHit
 	c.metaHit = c.appendMetaHit
 	c.lastActive.Store(s.store.Unix())
+	c.closeWhy.Store(closeNormal)
 	return c
 }
 
@@ -119,6 +125,13 @@ func (c *conn) serve() {
 			// A client far ahead of its replies: memcached would stop
 			// reading it; netpoll cannot, so it is dropped.
 			c.drop(r, n)
+			return
+		}
+		if c.watcher.Load() != nil {
+			// A watcher's input is not read as commands (memcached stops
+			// reading it); it only tells netpoll when the client hangs up.
+			_ = r.Skip(n)
+			_ = r.Release()
 			return
 		}
 		buf, err := r.Peek(n)
@@ -141,6 +154,9 @@ func (c *conn) serve() {
 		}
 		pos, need := c.process(buf)
 		c.flush()
+		if c.watcher.Load() != nil {
+			pos, need = n, 0 // what followed watch is ignored
+		}
 		if c.inline && (need > 0 || c.detachReq || c.closing) {
 			// Nothing on the poller may wait: keep what is left.
 			if !c.closing {
@@ -202,6 +218,7 @@ func (c *conn) finish() {
 // too far ahead, or a read error).
 func (c *conn) drop(r netpoll.Reader, n int) {
 	c.closing = true
+	c.closeWhy.Store(closeError)
 	if c.inline {
 		_ = r.Skip(n)
 		_ = r.Release()
@@ -217,7 +234,7 @@ func (c *conn) drop(r netpoll.Reader, n int) {
 func (c *conn) process(buf []byte) (pos, need int) {
 	count := 0
 	pf := 0 // the keys of buf[:pf] were prefetched
-	for pos < len(buf) && !c.closing && !c.detachReq {
+	for pos < len(buf) && !c.closing && !c.detachReq && c.watcher.Load() == nil {
 		if c.swallow > 0 {
 			k := min(c.swallow, len(buf)-pos)
 			pos += k

@@ -65,6 +65,9 @@ func (c *conn) metaGet() {
 	if err := c.s.store.Get(r.Key, opts, c.metaHit); err == nil {
 		return
 	}
+	if c.s.watch.wants(watchFetchers) {
+		c.logFetch(r.Key, false, 0, 0)
+	}
 	if m.Quiet {
 		return
 	}
@@ -75,6 +78,9 @@ func (c *conn) metaGet() {
 
 // appendMetaHit is the store callback of mg.
 func (c *conn) appendMetaHit(it store.Item) {
+	if c.s.watch.wants(watchFetchers) {
+		c.logFetch(it.Key(), true, it.Class(), it.Len())
+	}
 	m := &c.req.Meta
 	if m.Value {
 		c.out = append(c.out, "VA "...)
@@ -167,6 +173,9 @@ func (c *conn) metaSet(value []byte) {
 	cas, err := c.s.store.Set(r.Key, value, o)
 	if m.HasCAS && err == nil {
 		c.casWrote = cas
+	}
+	if c.s.watch.wants(watchMutations) {
+		c.logStore(r.Key, o.Mode, err, o.Flags, o.Exptime, len(value))
 	}
 	var code string
 	switch err {

@@ -149,6 +149,7 @@ type Server struct {
 
 	maxInput int
 	detail   detail
+	watch    watchHub
 	repl     Replicator // cfg.Replicator; nil when replication is off
 
 	mu    sync.Mutex
@@ -190,6 +191,7 @@ func New(cfg Config, st *store.Store) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, store: st, start: time.Now(), conns: map[*conn]struct{}{}, repl: cfg.Replicator}
 	s.detail.delim = cfg.DetailDelimiter
+	st.SetEvictHook(s.logEviction)
 	if s.detail.delim == 0 {
 		s.detail.delim = ':'
 	}
@@ -323,6 +325,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.loop.Shutdown(ctx)
 	s.closeListeners()
 	for _, c := range s.connsWhere(func(*conn) bool { return true }) {
+		c.closeWhy.Store(closeShutdown)
 		c.closeExternal()
 	}
 	if s.cfg.UnixSocket != "" {
@@ -347,6 +350,7 @@ func (s *Server) sweepIdle(stop <-chan struct{}) {
 			// The store's clock, which stamped lastActive.
 			limit := s.store.Unix() - int64(s.cfg.IdleTimeout/time.Second)
 			for _, c := range s.connsWhere(func(c *conn) bool { return c.lastActive.Load() < limit }) {
+				c.closeWhy.Store(closeIdle)
 				c.closeExternal()
 			}
 		}
@@ -399,11 +403,20 @@ func (s *Server) onPrepare(nc netpoll.Connection) context.Context {
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
+	if s.watch.wants(watchConnEvents) {
+		c.logConn(false)
+	}
 	_ = nc.AddCloseCallback(func(netpoll.Connection) error {
 		// Runs before netpoll's own callback closes the socket.
 		c.wmu.Lock()
 		c.gone = true
 		c.wmu.Unlock()
+		if w := c.watcher.Load(); w != nil {
+			s.watch.remove(w)
+		}
+		if s.watch.wants(watchConnEvents) {
+			c.logConn(true)
+		}
 		if s.repl != nil {
 			c.dropHeld()
 		}

@@ -232,10 +232,15 @@ func (c *conn) generalStats(w statWriter) {
 	w.uint("lru_crawler_starts", st.CrawlerStarts)
 	w.uint("lru_maintainer_juggles", 0)
 	w.uint("malloc_fails", 0)
-	for _, n := range []string{"log_worker_dropped", "log_worker_written", "log_watcher_skipped",
-		"log_watcher_sent", "log_watchers", "unexpected_napi_ids", "round_robin_fallback"} {
-		w.uint(n, 0)
-	}
+	// Tandem's event sites write lines straight into the watchers' buffers:
+	// memcached's per-worker buffers, and so their drops, do not exist.
+	w.uint("log_worker_dropped", 0)
+	w.uint("log_worker_written", s.watch.gid.Load())
+	w.uint("log_watcher_skipped", s.watch.skipped.Load())
+	w.uint("log_watcher_sent", s.watch.sent.Load())
+	w.uint("log_watchers", uint64(s.watch.count.Load()))
+	w.uint("unexpected_napi_ids", 0)
+	w.uint("round_robin_fallback", 0)
 	w.uint("bytes", uint64(st.Bytes))
 	w.uint("curr_items", st.CurrItems)
 	w.uint("total_items", st.TotalItems)

@@ -62,12 +62,7 @@ func (c *conn) dispatch() {
 	case protocol.CmdLru:
 		c.lru()
 	case protocol.CmdWatch:
-		if c.s.cfg.DisableWatch {
-			c.reply("CLIENT_ERROR watch commands not allowed")
-			return
-		}
-		// Not implemented yet: there is no log stream to watch.
-		c.reply("ERROR")
+		c.watch()
 	case protocol.CmdMetaNoop, protocol.CmdMetaGet, protocol.CmdMetaDelete,
 		protocol.CmdMetaArith, protocol.CmdMetaDebug:
 		c.s.cmdMeta.Add(1)
@@ -122,12 +117,18 @@ func (c *conn) retrieve() {
 		}
 		err := c.s.store.Get(k, opts, c.hit)
 		c.s.detail.record(k, detailGet, err == nil)
+		if err != nil && c.s.watch.wants(watchFetchers) {
+			c.logFetch(k, false, 0, 0)
+		}
 	}
 	c.out = append(c.out, "END\r\n"...)
 }
 
 // appendHit is the store callback of get, gets, gat and gats.
 func (c *conn) appendHit(it store.Item) {
+	if c.s.watch.wants(watchFetchers) {
+		c.logFetch(it.Key(), true, it.Class(), it.Len())
+	}
 	c.out = protocol.AppendValueHeader(c.out, it.Key(), it.Flags, it.Len(), it.CAS, c.withCAS)
 	c.out = it.AppendValue(c.out)
 	c.out = append(c.out, protocol.CRLF...)
@@ -150,6 +151,9 @@ func (c *conn) textStore(value []byte) {
 	})
 	if r.Cmd == protocol.CmdCas && err == nil {
 		c.casWrote = cas
+	}
+	if c.s.watch.wants(watchMutations) {
+		c.logStore(r.Key, storeModes[r.Cmd], err, r.Flags, r.Exptime, len(value))
 	}
 	c.reply(storeReply(err))
 }

@@ -23,6 +23,7 @@ func FuzzTextServer(f *testing.F) {
 		"mg Yg== b v\r\nms Yw== 1 b\r\nx\r\nget c\r\n",
 		"bogus\r\nget " + string(make([]byte, 300)) + "\r\nset k 0 0 -1\r\n",
 		"flush_all 0\r\nversion\r\nverbosity 1\r\nstats\r\nstats slabs\r\n",
+		"watch bogus\r\nwatch fetchers mutations\r\nget a\r\nwatch\r\n",
 	} {
 		f.Add([]byte(s), uint8(0))
 		f.Add([]byte(s), uint8(7))

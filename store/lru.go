@@ -169,6 +169,10 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 		} else {
 			l.evicted++
 			l.evictedTime = now - h.time
+			if f := s.onEvict.Load(); f != nil {
+				(*f)(Eviction{Key: key, Fetched: fetched, Exptime: s.unix(h.exp),
+					LastAccess: s.unix(h.time), Now: s.unix(now), Class: cls, Size: h.vlen})
+			}
 			if h.exp != 0 {
 				l.evictedNonzero++
 			}

@@ -112,6 +112,19 @@ type Config struct {
 	TrackSizes bool
 }
 
+// Eviction is a live item evicted for room (not an expired or flushed one
+// reclaimed), as told to the hook of SetEvictHook. Key is valid only during
+// the call.
+type Eviction struct {
+	Key        []byte
+	Fetched    bool  // read since it was stored
+	Exptime    int64 // unix seconds, 0 for never
+	LastAccess int64 // unix seconds
+	Now        int64 // unix seconds
+	Class      int
+	Size       int // the value's length
+}
+
 // Observer hears the resulting state of every client mutation, for
 // replication. Its methods are called with the key's shard locked, in the
 // order the changes happen; they must be quick and must not call the Store.
@@ -189,6 +202,7 @@ type Store struct {
 	crawls     atomic.Uint64
 	moves      atomic.Uint64 // pages reassigned
 	moveEvict  atomic.Uint64 // items evicted to empty pages being moved
+	onEvict    atomic.Pointer[func(Eviction)]
 }
 
 // New builds a Store. Call Run to start the clock and the background work,
@@ -388,6 +402,18 @@ func (s *Store) MemcachedSize(keyLen int, flags uint32, valueLen int) int {
 		n += 8
 	}
 	return n
+}
+
+// SetEvictHook makes f hear of every eviction (memcached's "watch
+// evictions"). f is called with shard locks held: it must be quick and must
+// not call the Store.
+func (s *Store) SetEvictHook(f func(Eviction)) { s.onEvict.Store(&f) }
+
+// ClassFor is the slab class an item of this shape is stored in (of its
+// first chunk, for an item chained over several), 0 if too large.
+func (s *Store) ClassFor(keyLen int, flags uint32, valueLen int) int {
+	_, cls := s.plan(keyLen, flags, valueLen)
+	return cls
 }
 
 // TooLarge reports whether an item would pass the maximum item size, the

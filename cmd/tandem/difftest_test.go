@@ -170,10 +170,7 @@ func (s diffScript) requestText() []byte {
 
 // pendingScripts are memcached behaviours Tandem does not have yet, with
 // the reason; docs/compatibility.md lists them too. Nothing else may differ.
-var pendingScripts = map[string]string{
-	"watch":     "watch (log streams) is not implemented",
-	"watch-bad": "watch (log streams) is not implemented",
-}
+var pendingScripts = map[string]string{}
 
 func TestDifferential(t *testing.T) {
 	if _, err := os.Stat(memcachedPath); err != nil {

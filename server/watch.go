@@ -1,0 +1,393 @@
+package server
+
+import (
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandemcache/tandem/store"
+)
+
+// memcached's "watch": a connection that sends it gets OK and then a line
+// for each event of the kinds it asked for, in memcached's formats, until
+// it hangs up. Event sites pay one atomic load while nobody watches.
+//
+// A watcher has a bounded buffer (memcached's watcher_logbuf_size, 256 KiB)
+// filled by the goroutines that log and emptied by a goroutine of its own
+// that writes to the socket, as flushDetached does: a watcher that reads
+// slowly loses lines (counted, and announced with "skipped=N" before the
+// next line it gets, as memcached does), never slows the requests.
+
+// Event kinds, as memcached's watch arguments name them.
+const (
+	watchFetchers uint32 = 1 << iota
+	watchMutations
+	watchEvictions
+	watchConnEvents
+	watchSysEvents // accepted; Tandem logs none (memcached: crawler, slab moves)
+	watchRawCmds   // accepted; memcached 1.6.18 logs none either
+	watchProxy     // proxyreqs, proxyevents, proxyuser: accepted, no proxy
+)
+
+var watchWords = map[string]uint32{
+	"fetchers": watchFetchers, "mutations": watchMutations, "evictions": watchEvictions,
+	"connevents": watchConnEvents, "sysevents": watchSysEvents, "rawcmds": watchRawCmds,
+	"proxyreqs": watchProxy, "proxyevents": watchProxy, "proxyuser": watchProxy,
+}
+
+// maxRelativeExptime is memcached's REALTIME_MAXDELTA: larger exptimes
+// are unix times.
+const maxRelativeExptime = 60 * 60 * 24 * 30
+
+const (
+	maxWatchers = 20        // memcached's WATCHER_LIMIT
+	watchBuf    = 256 << 10 // memcached's default watcher_logbuf_size
+)
+
+type watchHub struct {
+	mask atomic.Uint32 // the kinds some watcher wants
+	gid  atomic.Uint64 // memcached's gid: one number per event logged
+
+	mu sync.Mutex
+	ws []*watcher
+
+	sent, skipped atomic.Uint64
+	count         atomic.Int64
+}
+
+type watcher struct {
+	c     *conn
+	kinds uint32
+	wake  chan struct{} // 1-buffered: there is something to write
+	done  chan struct{} // closed when the connection is gone
+
+	mu      sync.Mutex
+	buf     []byte
+	skipped uint64
+}
+
+func (h *watchHub) wants(kind uint32) bool { return h.mask.Load()&kind != 0 }
+
+// add makes c a watcher of kinds; its first line is OK. It fails when
+// maxWatchers are watching.
+func (h *watchHub) add(c *conn, kinds uint32) (*watcher, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.ws) >= maxWatchers {
+		return nil, false
+	}
+	w := &watcher{c: c, kinds: kinds, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		buf: append(make([]byte, 0, 4096), "OK\r\n"...)}
+	h.ws = append(h.ws, w)
+	h.setMask()
+	h.count.Add(1)
+	w.wake <- struct{}{}
+	return w, true
+}
+
+func (h *watchHub) remove(w *watcher) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, x := range h.ws {
+		if x == w {
+			h.ws = append(h.ws[:i], h.ws[i+1:]...)
+			h.setMask()
+			h.count.Add(-1)
+			close(w.done)
+			return
+		}
+	}
+}
+
+func (h *watchHub) setMask() {
+	var m uint32
+	for _, w := range h.ws {
+		m |= w.kinds
+	}
+	h.mask.Store(m)
+}
+
+// emit hands a finished line to every watcher of its kind.
+func (h *watchHub) emit(kind uint32, line []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, w := range h.ws {
+		if w.kinds&kind == 0 {
+			continue
+		}
+		w.mu.Lock()
+		if len(w.buf)+len(line)+32 > watchBuf {
+			w.skipped++
+			h.skipped.Add(1)
+			w.mu.Unlock()
+			continue
+		}
+		if w.skipped > 0 {
+			w.buf = append(w.buf, "skipped="...)
+			w.buf = strconv.AppendUint(w.buf, w.skipped, 10)
+			w.buf = append(w.buf, '\n')
+			w.skipped = 0
+		}
+		w.buf = append(w.buf, line...)
+		w.mu.Unlock()
+		h.sent.Add(1)
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// run writes the watcher's lines until its connection is gone.
+func (w *watcher) run(h *watchHub) {
+	var out []byte
+	for {
+		select {
+		case <-w.done:
+			return
+		case <-w.wake:
+		}
+		w.mu.Lock()
+		out, w.buf = w.buf, out[:0]
+		w.mu.Unlock()
+		if !w.c.writeOut(out, w.done) {
+			h.remove(w)
+			w.c.closeExternal()
+			return
+		}
+	}
+}
+
+// writeOut writes b to the socket of a connection netpoll no longer hands
+// requests to (a watcher), waiting for room as long as it takes. It returns
+// false when the connection is gone or broken.
+func (c *conn) writeOut(b []byte, done <-chan struct{}) bool {
+	for len(b) > 0 {
+		c.wmu.Lock()
+		if c.gone {
+			c.wmu.Unlock()
+			return false
+		}
+		n, err := writeFd(c.fd, b)
+		c.wmu.Unlock()
+		c.s.bytesWritten.Add(uint64(n))
+		if err != nil {
+			return false
+		}
+		b = b[n:]
+		if len(b) > 0 {
+			select {
+			case <-done:
+				return false
+			default:
+			}
+			waitWritable(c.fd, 100*time.Millisecond)
+		}
+	}
+	return true
+}
+
+// watch runs the watch command: the connection becomes a watcher, or gets
+// memcached's refusal.
+func (c *conn) watch() {
+	if c.s.cfg.DisableWatch {
+		c.reply("CLIENT_ERROR watch commands not allowed")
+		return
+	}
+	if len(c.out) > 0 || c.held.active.Load() || c.udp || c.fd < 0 {
+		// memcached: replies of this batch are still to be sent (here
+		// also: replies held for the replication peers' acks).
+		c.reply("ERROR cannot pipeline other commands before watch")
+		return
+	}
+	kinds := watchFetchers
+	if args := c.req.Args; len(args) > 0 {
+		kinds = 0
+		for _, a := range args {
+			k, ok := watchWords[string(a)]
+			if !ok {
+				c.reply("ERROR")
+				return
+			}
+			kinds |= k
+		}
+	}
+	w, ok := c.s.watch.add(c, kinds)
+	if !ok {
+		c.reply("WATCHER_TOO_MANY log watcher limit reached")
+		return
+	}
+	c.watcher.Store(w)
+	go w.run(&c.s.watch)
+}
+
+// Line formats, memcached 1.6.18's (logger.c). Each line starts with the
+// time in seconds and microseconds, the microseconds not zero-padded, as
+// memcached prints them, and a gid.
+
+func (h *watchHub) start(b []byte) []byte {
+	now := time.Now()
+	b = append(b, "ts="...)
+	b = strconv.AppendInt(b, now.Unix(), 10)
+	b = append(b, '.')
+	b = strconv.AppendInt(b, int64(now.Nanosecond()/1000), 10)
+	b = append(b, " gid="...)
+	return strconv.AppendUint(b, h.gid.Add(1), 10)
+}
+
+func appendField(b []byte, name string, v int64) []byte {
+	b = append(b, ' ')
+	b = append(b, name...)
+	b = append(b, '=')
+	return strconv.AppendInt(b, v, 10)
+}
+
+// appendURIKey appends a key as memcached's uriencode does: letters,
+// digits and -._~ as they are, every other byte as %XX.
+func appendURIKey(b, key []byte) []byte {
+	const hex = "0123456789ABCDEF"
+	for _, k := range key {
+		switch {
+		case 'a' <= k && k <= 'z', 'A' <= k && k <= 'Z', '0' <= k && k <= '9',
+			k == '-', k == '.', k == '_', k == '~':
+			b = append(b, k)
+		default:
+			b = append(b, '%', hex[k>>4], hex[k&15])
+		}
+	}
+	return b
+}
+
+// logFetch logs a lookup of key by a read command: found with the item's
+// class and size, or not.
+func (c *conn) logFetch(key []byte, found bool, cls, size int) {
+	h := &c.s.watch
+	var a [384]byte
+	b := h.start(a[:0])
+	b = append(b, " type=item_get key="...)
+	b = appendURIKey(b, key)
+	if found {
+		b = append(b, " status=found"...)
+	} else {
+		b = append(b, " status=not_found"...)
+	}
+	b = appendField(b, "clsid", int64(cls))
+	b = appendField(b, "cfd", int64(c.fd))
+	b = appendField(b, "size", int64(size))
+	h.emit(watchFetchers, append(b, '\n'))
+}
+
+// storeCmds names the store modes as memcached's item_store lines do.
+var storeCmds = [...]string{store.ModeSet: "set", store.ModeAdd: "add", store.ModeReplace: "replace",
+	store.ModeAppend: "append", store.ModePrepend: "prepend", store.ModeCAS: "cas"}
+
+// logStore logs a storage command's outcome. exptime is the request's
+// (memcached's rules: seconds from now up to 30 days, a unix time beyond).
+func (c *conn) logStore(key []byte, mode store.Mode, err error, flags uint32, exptime int64, size int) {
+	h := &c.s.watch
+	status := "stored"
+	switch err {
+	case nil:
+	case store.ErrNotStored:
+		status = "not_stored"
+	case store.ErrExists:
+		status = "exists"
+	case store.ErrNotFound:
+		status = "not_found"
+	case store.ErrTooLarge:
+		status = "too_large"
+	default:
+		status = "no_memory"
+	}
+	cmd := "null"
+	if int(mode) < len(storeCmds) && storeCmds[mode] != "" {
+		cmd = storeCmds[mode]
+	}
+	// The seconds left, printed as memcached prints them: unsigned 32-bit.
+	ttl := exptime
+	if exptime > maxRelativeExptime {
+		ttl = exptime - c.s.store.Unix()
+	}
+	cls := c.s.store.ClassFor(len(key), flags, size)
+	if err == nil && (mode == store.ModeAppend || mode == store.ModePrepend) {
+		// memcached names the item made, not the data sent.
+		_ = c.s.store.Get(key, store.GetOptions{Peek: true}, func(it store.Item) { cls, size = it.Class(), it.Len() })
+	}
+	var a [384]byte
+	b := h.start(a[:0])
+	b = append(b, " type=item_store key="...)
+	b = appendURIKey(b, key)
+	b = append(b, " status="...)
+	b = append(b, status...)
+	b = append(b, " cmd="...)
+	b = append(b, cmd...)
+	b = appendField(b, "ttl", int64(uint32(ttl)))
+	b = appendField(b, "clsid", int64(cls))
+	b = appendField(b, "cfd", int64(c.fd))
+	b = appendField(b, "size", int64(size))
+	h.emit(watchMutations, append(b, '\n'))
+}
+
+// Why a connection closed, for conn_close lines (memcached's close_reasons).
+const (
+	closeError uint32 = iota
+	closeNormal
+	closeIdle
+	closeShutdown
+)
+
+var closeReasons = [...]string{"error", "normal", "idle_timeout", "shutdown"}
+
+// logConn logs a connection opening (closing false) or closing.
+func (c *conn) logConn(closing bool) {
+	h := &c.s.watch
+	ip, port, transport := "unix", int64(0), "local"
+	if a, ok := c.nc.RemoteAddr().(*net.TCPAddr); ok {
+		ip, port, transport = a.IP.String(), int64(a.Port), "tcp"
+	}
+	var a [256]byte
+	b := h.start(a[:0])
+	if closing {
+		b = append(b, " type=conn_close rip="...)
+	} else {
+		b = append(b, " type=conn_new rip="...)
+	}
+	b = append(b, ip...)
+	b = appendField(b, "rport", port)
+	b = append(b, " transport="...)
+	b = append(b, transport...)
+	if closing {
+		b = append(b, " reason="...)
+		b = append(b, closeReasons[min(c.closeWhy.Load(), closeShutdown)]...)
+	}
+	b = appendField(b, "cfd", int64(c.fd))
+	h.emit(watchConnEvents, append(b, '\n'))
+}
+
+// logEviction is the store's eviction hook.
+func (s *Server) logEviction(e store.Eviction) {
+	h := &s.watch
+	if !h.wants(watchEvictions) {
+		return
+	}
+	var a [384]byte
+	b := h.start(a[:0])
+	b = append(b, " type=eviction key="...)
+	b = appendURIKey(b, e.Key)
+	if e.Fetched {
+		b = append(b, " fetch=yes"...)
+	} else {
+		b = append(b, " fetch=no"...)
+	}
+	ttl := int64(-1)
+	if e.Exptime != 0 {
+		ttl = e.Exptime - e.Now
+	}
+	b = appendField(b, "ttl", ttl)
+	b = appendField(b, "la", e.Now-e.LastAccess)
+	b = appendField(b, "clsid", int64(e.Class))
+	b = appendField(b, "size", int64(e.Size))
+	h.emit(watchEvictions, append(b, '\n'))
+}
