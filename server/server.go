@@ -349,7 +349,10 @@ func (s *Server) sweepIdle(stop <-chan struct{}) {
 		case <-t.C:
 			// The store's clock, which stamped lastActive.
 			limit := s.store.Unix() - int64(s.cfg.IdleTimeout/time.Second)
-			for _, c := range s.connsWhere(func(c *conn) bool { return c.lastActive.Load() < limit }) {
+			// A watcher sends nothing by design; memcached does not time
+			// watchers out either.
+			idle := func(c *conn) bool { return c.lastActive.Load() < limit && c.watcher.Load() == nil }
+			for _, c := range s.connsWhere(idle) {
 				c.closeWhy.Store(closeIdle)
 				c.closeExternal()
 			}

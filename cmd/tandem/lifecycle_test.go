@@ -202,13 +202,29 @@ func TestLifecycle(t *testing.T) {
 	t.Run("idle timeout", func(t *testing.T) {
 		port := freePort(t)
 		startProc(t, bin, tcpArgs(port, "-o", "idle_timeout=1")...)
-		c := dialWait(t, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		// A watcher sends nothing and is not timed out, as in memcached.
+		w := dialWait(t, "tcp", addr)
+		defer w.Close()
+		wr := bufio.NewReader(w)
+		require.Equal(t, "OK\r\n", roundTrip(t, w, wr, "watch connevents\r\n"))
+		c := dialWait(t, "tcp", addr)
 		defer c.Close()
 		r := bufio.NewReader(c)
 		require.Equal(t, "VERSION 1.6.18\r\n", roundTrip(t, c, r, "version\r\n"))
 		require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
 		_, err := r.ReadByte()
 		require.ErrorIs(t, err, io.EOF, "an idle connection is closed after about a second")
+		// The watcher saw that close, for idleness, and is still open.
+		require.NoError(t, w.SetReadDeadline(time.Now().Add(5*time.Second)))
+		for {
+			line, err := wr.ReadString('\n')
+			require.NoError(t, err, "the watcher stays open")
+			if strings.Contains(line, "type=conn_close") {
+				require.Contains(t, line, " reason=idle_timeout ")
+				break
+			}
+		}
 	})
 
 	t.Run("daemon with pid file", func(t *testing.T) {
