@@ -305,7 +305,7 @@ func (c *conn) binRun(r *binRequest) {
 		c.binArith(r)
 	case protocol.OpQuit:
 		c.binOK(r, 0)
-		c.closing = true
+		c.closing, c.quitting = true, true
 	case protocol.OpFlush:
 		if c.s.cfg.DisableFlush {
 			c.binError(r, protocol.StatusAuthError)

@@ -80,6 +80,7 @@ type conn struct {
 	// then on its input is ignored and its own goroutine writes to it.
 	watcher  atomic.Pointer[watcher]
 	closeWhy atomic.Uint32 // for watch's conn_close lines
+	quitting bool          // closing because the client said quit
 
 	// Arguments of the store callback, set before each Get so that the
 	// callback is a method value made once, not a closure per request.
@@ -173,6 +174,7 @@ func (c *conn) serve() {
 			return
 		}
 		if c.closing {
+			c.markClose()
 			if c.s.repl != nil {
 				c.waitHeld() // the replies before a quit are owed
 			}
@@ -210,7 +212,18 @@ func (c *conn) finish() {
 	case c.inline && (c.detachReq || c.closing):
 		c.detach()
 	case !c.inline && c.closing:
+		c.markClose()
 		c.nc.Close()
+	}
+}
+
+// markClose records why the connection closes itself, for watch's
+// conn_close lines: memcached calls every close but a quit an error.
+func (c *conn) markClose() {
+	if c.quitting {
+		c.closeWhy.Store(closeNormal)
+	} else {
+		c.closeWhy.Store(closeError)
 	}
 }
 
@@ -409,6 +422,13 @@ func (c *conn) storage(buf []byte, n int) (used, want int) {
 	if refuse == nil && c.s.store.TooLarge(len(r.Key), c.storageFlags(), r.Bytes) {
 		refuse = protocol.ErrTooLarge
 		c.s.store.CountTooLarge()
+		if c.s.watch.wants(watchMutations) {
+			mode := store.ModeSet // ms: its mode flag is not parsed yet
+			if r.Cmd != protocol.CmdMetaSet {
+				mode = storeModes[r.Cmd]
+			}
+			c.logStore(r.Key, mode, store.ErrTooLarge, c.storageFlags(), r.Exptime, r.Bytes)
+		}
 		// memcached drops the old value so a failed set leaves no stale
 		// data (for ms in any mode, for text only for set).
 		if r.Cmd == protocol.CmdSet || r.Cmd == protocol.CmdMetaSet {

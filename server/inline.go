@@ -250,6 +250,7 @@ func (c *conn) serveDetached(done chan struct{}) {
 			c.closing = true
 		}
 		if c.closing {
+			c.markClose()
 			c.closeExternal()
 		}
 		c.detached.Store(false)

@@ -321,11 +321,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for len(s.connsWhere(holding)) > 0 && hold.Err() == nil {
 		time.Sleep(time.Millisecond)
 	}
+	for _, c := range s.connsWhere(func(*conn) bool { return true }) {
+		c.closeWhy.Store(closeShutdown) // for watch's conn_close lines
+	}
 	s.stopInline() // netpoll's Shutdown closes connections without c.mu
 	err := s.loop.Shutdown(ctx)
 	s.closeListeners()
 	for _, c := range s.connsWhere(func(*conn) bool { return true }) {
-		c.closeWhy.Store(closeShutdown)
 		c.closeExternal()
 	}
 	if s.cfg.UnixSocket != "" {

@@ -48,7 +48,7 @@ func (c *conn) dispatch() {
 		c.s.verbosity.Store(int32(n))
 		c.reply("OK")
 	case protocol.CmdQuit:
-		c.closing = true
+		c.closing, c.quitting = true, true
 	case protocol.CmdShutdown:
 		c.shutdown()
 	case protocol.CmdCacheMemlimit:

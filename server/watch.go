@@ -153,6 +153,7 @@ func (w *watcher) run(h *watchHub) {
 		out, w.buf = w.buf, out[:0]
 		w.mu.Unlock()
 		if !w.c.writeOut(out, w.done) {
+			w.c.closeWhy.Store(closeError) // as memcached logs a watcher's end
 			h.remove(w)
 			w.c.closeExternal()
 			return

@@ -108,6 +108,17 @@ func TestWatch(t *testing.T) {
 		got := watchLines(t, conns, cr, 2, mine)
 		require.Regexp(t, watchHead+`type=conn_new rip=127\.0\.0\.1 rport=\d+ transport=tcp cfd=\d+$`, got[0])
 		require.Regexp(t, watchHead+`type=conn_close rip=127\.0\.0\.1 rport=\d+ transport=tcp reason=normal cfd=\d+$`, got[1])
+		// A line too long without a newline closes the connection: an
+		// error, as memcached reports it.
+		b := dialWait(t, "tcp", addr)
+		defer b.Close()
+		bad := b.LocalAddr().(*net.TCPAddr).Port
+		_, err := io.WriteString(b, strings.Repeat("x", 5000))
+		require.NoError(t, err)
+		closed := watchLines(t, conns, cr, 1, func(l string) bool {
+			return strings.Contains(l, "type=conn_close") && strings.Contains(l, fmt.Sprintf(" rport=%d ", bad))
+		})
+		require.Contains(t, closed[0], " reason=error ")
 	})
 
 	t.Run("evictions", func(t *testing.T) {
