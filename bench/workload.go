@@ -323,13 +323,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return rn.coordinate(ctx, ws, finished)
 }
 
-// coordinate ticks the progress line and series, reads CPU times at the
-// window's edges and stops the workers.
 // minInterval is the shortest last interval the series keeps: the window's
 // end and its last whole second fall at the same instant, and whichever
 // the select takes first leaves the other an interval of microseconds.
 const minInterval = 50 * time.Millisecond
 
+// coordinate ticks the progress line and series, reads CPU times at the
+// window's edges and stops the workers.
 func (rn *runState) coordinate(ctx context.Context, ws []*worker, finished chan struct{}) (*Result, error) {
 	cfg := rn.cfg
 	res := &Result{Workload: cfg.String(), Errors: map[string]int64{}, TargetRate: cfg.Rate}

@@ -515,32 +515,44 @@ func (c *conn) flush() {
 // flushDetached is flush on a detached goroutine, which netpoll does not
 // know is running: netpoll may close the connection under it (the client
 // hangs up, the idle sweeper, Shutdown), and its writer may be gone. It
-// writes to the socket itself, under wmu, until it is done, the
-// connection is closed, or the write timeout passes.
+// writes until it is done, the connection is closed, or the write timeout
+// passes.
 func (c *conn) flushDetached() {
-	b := c.out
 	deadline := time.Now().Add(c.s.cfg.WriteTimeout)
+	if !c.writeUnowned(c.out, func() time.Duration { return min(time.Until(deadline), 100*time.Millisecond) }) {
+		c.closing = true
+	}
+	c.out = c.out[:0]
+}
+
+// writeUnowned writes b to the socket from a goroutine netpoll does not
+// know about (a detached connection, a watcher), under wmu, so that it stops
+// once the close callback has marked the connection gone. When the socket
+// is full it waits for room for as long as wait says, and gives up when
+// wait says 0 or less. It reports whether all of b was written.
+func (c *conn) writeUnowned(b []byte, wait func() time.Duration) bool {
 	for len(b) > 0 {
 		c.wmu.Lock()
 		if c.gone {
 			c.wmu.Unlock()
-			c.closing = true
-			break
+			return false
 		}
 		w, err := writeFd(c.fd, b)
 		c.wmu.Unlock()
 		c.s.bytesWritten.Add(uint64(w))
 		b = b[w:]
-		left := time.Until(deadline)
-		if err != nil || len(b) > 0 && left <= 0 {
-			c.closing = true
-			break
+		if err != nil {
+			return false
 		}
 		if len(b) > 0 {
-			waitWritable(c.fd, min(left, 100*time.Millisecond))
+			d := wait()
+			if d <= 0 {
+				return false
+			}
+			waitWritable(c.fd, d)
 		}
 	}
-	c.out = c.out[:0]
+	return true
 }
 
 // writeFd writes b to the socket without blocking. It returns how much was

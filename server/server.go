@@ -191,10 +191,10 @@ func New(cfg Config, st *store.Store) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, store: st, start: time.Now(), conns: map[*conn]struct{}{}, repl: cfg.Replicator}
 	s.detail.delim = cfg.DetailDelimiter
-	st.SetEvictHook(s.logEviction)
 	if s.detail.delim == 0 {
 		s.detail.delim = ':'
 	}
+	st.SetEvictHook(s.logEviction)
 	// One whole item (with its command line) must always fit.
 	s.maxInput = max(cfg.MaxInput, 2*st.ItemSizeMax())
 	s.verbosity.Store(int32(cfg.Verbosity))

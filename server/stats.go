@@ -238,7 +238,7 @@ func (c *conn) generalStats(w statWriter) {
 	w.uint("log_worker_written", s.watch.gid.Load())
 	w.uint("log_watcher_skipped", s.watch.skipped.Load())
 	w.uint("log_watcher_sent", s.watch.sent.Load())
-	w.uint("log_watchers", uint64(s.watch.count.Load()))
+	w.uint("log_watchers", uint64(s.watch.watchers()))
 	w.uint("unexpected_napi_ids", 0)
 	w.uint("round_robin_fallback", 0)
 	w.uint("bytes", uint64(st.Bytes))

@@ -16,7 +16,7 @@ import (
 //
 // A watcher has a bounded buffer (memcached's watcher_logbuf_size, 256 KiB)
 // filled by the goroutines that log and emptied by a goroutine of its own
-// that writes to the socket, as flushDetached does: a watcher that reads
+// that writes to the socket (writeUnowned, as a detached connection does): a watcher that reads
 // slowly loses lines (counted, and announced with "skipped=N" before the
 // next line it gets, as memcached does), never slows the requests.
 
@@ -37,10 +37,6 @@ var watchWords = map[string]uint32{
 	"proxyreqs": watchProxy, "proxyevents": watchProxy, "proxyuser": watchProxy,
 }
 
-// maxRelativeExptime is memcached's REALTIME_MAXDELTA: larger exptimes
-// are unix times.
-const maxRelativeExptime = 60 * 60 * 24 * 30
-
 const (
 	maxWatchers = 20        // memcached's WATCHER_LIMIT
 	watchBuf    = 256 << 10 // memcached's default watcher_logbuf_size
@@ -54,7 +50,6 @@ type watchHub struct {
 	ws []*watcher
 
 	sent, skipped atomic.Uint64
-	count         atomic.Int64
 }
 
 type watcher struct {
@@ -82,7 +77,6 @@ func (h *watchHub) add(c *conn, kinds uint32) (*watcher, bool) {
 		buf: append(make([]byte, 0, 4096), "OK\r\n"...)}
 	h.ws = append(h.ws, w)
 	h.setMask()
-	h.count.Add(1)
 	w.wake <- struct{}{}
 	return w, true
 }
@@ -94,11 +88,17 @@ func (h *watchHub) remove(w *watcher) {
 		if x == w {
 			h.ws = append(h.ws[:i], h.ws[i+1:]...)
 			h.setMask()
-			h.count.Add(-1)
 			close(w.done)
 			return
 		}
 	}
+}
+
+// watchers is how many connections watch (stats log_watchers).
+func (h *watchHub) watchers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.ws)
 }
 
 func (h *watchHub) setMask() {
@@ -140,6 +140,17 @@ func (h *watchHub) emit(kind uint32, line []byte) {
 	}
 }
 
+// untilDone lets a watcher's write wait for room as long as the watcher
+// lasts, checking every 100 ms.
+func (w *watcher) untilDone() time.Duration {
+	select {
+	case <-w.done:
+		return 0
+	default:
+		return 100 * time.Millisecond
+	}
+}
+
 // run writes the watcher's lines until its connection is gone.
 func (w *watcher) run(h *watchHub) {
 	var out []byte
@@ -152,42 +163,13 @@ func (w *watcher) run(h *watchHub) {
 		w.mu.Lock()
 		out, w.buf = w.buf, out[:0]
 		w.mu.Unlock()
-		if !w.c.writeOut(out, w.done) {
+		if !w.c.writeUnowned(out, w.untilDone) {
 			w.c.closeWhy.Store(closeError) // as memcached logs a watcher's end
 			h.remove(w)
 			w.c.closeExternal()
 			return
 		}
 	}
-}
-
-// writeOut writes b to the socket of a connection netpoll no longer hands
-// requests to (a watcher), waiting for room as long as it takes. It returns
-// false when the connection is gone or broken.
-func (c *conn) writeOut(b []byte, done <-chan struct{}) bool {
-	for len(b) > 0 {
-		c.wmu.Lock()
-		if c.gone {
-			c.wmu.Unlock()
-			return false
-		}
-		n, err := writeFd(c.fd, b)
-		c.wmu.Unlock()
-		c.s.bytesWritten.Add(uint64(n))
-		if err != nil {
-			return false
-		}
-		b = b[n:]
-		if len(b) > 0 {
-			select {
-			case <-done:
-				return false
-			default:
-			}
-			waitWritable(c.fd, 100*time.Millisecond)
-		}
-	}
-	return true
 }
 
 // watch runs the watch command: the connection becomes a watcher, or gets
@@ -245,22 +227,6 @@ func appendField(b []byte, name string, v int64) []byte {
 	return strconv.AppendInt(b, v, 10)
 }
 
-// appendURIKey appends a key as memcached's uriencode does: letters,
-// digits and -._~ as they are, every other byte as %XX.
-func appendURIKey(b, key []byte) []byte {
-	const hex = "0123456789ABCDEF"
-	for _, k := range key {
-		switch {
-		case 'a' <= k && k <= 'z', 'A' <= k && k <= 'Z', '0' <= k && k <= '9',
-			k == '-', k == '.', k == '_', k == '~':
-			b = append(b, k)
-		default:
-			b = append(b, '%', hex[k>>4], hex[k&15])
-		}
-	}
-	return b
-}
-
 // logFetch logs a lookup of key by a read command: found with the item's
 // class and size, or not.
 func (c *conn) logFetch(key []byte, found bool, cls, size int) {
@@ -268,7 +234,7 @@ func (c *conn) logFetch(key []byte, found bool, cls, size int) {
 	var a [384]byte
 	b := h.start(a[:0])
 	b = append(b, " type=item_get key="...)
-	b = appendURIKey(b, key)
+	b = appendURIEncoded(b, key)
 	if found {
 		b = append(b, " status=found"...)
 	} else {
@@ -308,7 +274,7 @@ func (c *conn) logStore(key []byte, mode store.Mode, err error, flags uint32, ex
 	}
 	// The seconds left, printed as memcached prints them: unsigned 32-bit.
 	ttl := exptime
-	if exptime > maxRelativeExptime {
+	if exptime > store.MaxDelta {
 		ttl = exptime - c.s.store.Unix()
 	}
 	cls := c.s.store.ClassFor(len(key), flags, size)
@@ -319,7 +285,7 @@ func (c *conn) logStore(key []byte, mode store.Mode, err error, flags uint32, ex
 	var a [384]byte
 	b := h.start(a[:0])
 	b = append(b, " type=item_store key="...)
-	b = appendURIKey(b, key)
+	b = appendURIEncoded(b, key)
 	b = append(b, " status="...)
 	b = append(b, status...)
 	b = append(b, " cmd="...)
@@ -376,7 +342,7 @@ func (s *Server) logEviction(e store.Eviction) {
 	var a [384]byte
 	b := h.start(a[:0])
 	b = append(b, " type=eviction key="...)
-	b = appendURIKey(b, e.Key)
+	b = appendURIEncoded(b, e.Key)
 	if e.Fetched {
 		b = append(b, " fetch=yes"...)
 	} else {

@@ -65,10 +65,6 @@ const (
 	// the age stats show) to now.
 	bumpInterval = 60
 
-	// maxDelta is memcached's REALTIME_MAXDELTA: an exptime up to 30 days is
-	// relative, beyond that an absolute unix time.
-	maxDelta = 60 * 60 * 24 * 30
-
 	// memcachedItemHeader is sizeof(item) in 64-bit memcached: the maximum
 	// item size is checked the way memcached computes it, so that exactly the
 	// same values are accepted and refused.
@@ -306,6 +302,10 @@ func (s *Store) now() uint32 { return uint32(s.clock.Now() - s.epoch) }
 // that wants the time on every request.
 func (s *Store) Unix() int64 { return s.clock.Now() }
 
+// MaxDelta is memcached's REALTIME_MAXDELTA: an exptime up to 30 days is
+// relative, beyond that an absolute unix time.
+const MaxDelta = 60 * 60 * 24 * 30
+
 // realtime converts a memcached exptime to store seconds: 0 is never, up to
 // 30 days is relative to now, larger is an absolute unix time, and a
 // negative one or an absolute one in the past is already expired (1).
@@ -315,7 +315,7 @@ func (s *Store) realtime(exptime int64, now uint32) uint32 {
 		return 0
 	case exptime < 0:
 		return 1
-	case exptime > maxDelta:
+	case exptime > MaxDelta:
 		if exptime <= s.epoch {
 			return 1
 		}
@@ -1265,7 +1265,7 @@ func (s *Store) ApplyFlush(at int64, cas uint64) {
 	case cas != 0:
 		s.flushBelow(cas)
 	default:
-		s.oldestLive.Store(s.realtime(max(at, maxDelta+1), now) - 1)
+		s.oldestLive.Store(s.realtime(max(at, MaxDelta+1), now) - 1)
 	}
 }
 
@@ -1285,7 +1285,7 @@ func (s *Store) ApplyState(key, value []byte, flags uint32, exptime int64, cas u
 	now := s.now()
 	exp := uint32(0)
 	if exptime != 0 {
-		exp = s.realtime(max(exptime, maxDelta+1), now)
+		exp = s.realtime(max(exptime, MaxDelta+1), now)
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

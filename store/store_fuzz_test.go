@@ -237,7 +237,7 @@ func decodeExptime(b byte, now int64) int64 {
 	case 4:
 		return now + x - 16
 	case 5:
-		return maxDelta + x%2 // the last relative one; the first absolute one (1970)
+		return MaxDelta + x%2 // the last relative one; the first absolute one (1970)
 	case 6:
 		return 1
 	default:
@@ -262,7 +262,7 @@ func decodeDelay(b byte, now int64) int64 {
 	case 3:
 		return now + x - 20
 	case 4:
-		return maxDelta + 1
+		return MaxDelta + 1
 	default:
 		return 60 * x
 	}
@@ -280,7 +280,7 @@ func decodeAdvance(b byte) int64 {
 	case 3:
 		return 3600
 	case 4:
-		return maxDelta
+		return MaxDelta
 	case 5:
 		return 10 * x
 	case 6:
@@ -642,7 +642,7 @@ func (m *storeModel) realtime(exptime int64) int64 {
 		return 0
 	case exptime < 0:
 		return m.started + 1
-	case exptime > maxDelta:
+	case exptime > MaxDelta:
 		if exptime <= m.started {
 			return m.started + 1
 		}
