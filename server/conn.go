@@ -73,6 +73,8 @@ type conn struct {
 	// may already belong to another client.
 	wmu  sync.Mutex
 	gone bool
+	// gate pauses reading while the handler is far behind (pace.go).
+	gate readGate
 
 	auth authState // -S and -Y, see auth.go
 
@@ -117,25 +119,34 @@ func newConn(s *Server, nc netpoll.Connection) *conn {
 func (c *conn) serve() {
 	c.waitDetached()
 	r := c.nc.Reader()
+	atLeast := 0 // the request at the front needs this much to be looked at
 	for {
 		n := r.Len()
+		if !c.inline {
+			c.pace(n)
+		}
 		if n == 0 {
 			return
 		}
-		if n+len(c.partial) > c.s.maxInput {
-			// A client far ahead of its replies: memcached would stop
-			// reading it; netpoll cannot, so it is dropped.
+		if n+len(c.partial) > c.s.maxInput && !c.paced() {
+			// A client far ahead of its requests' replies, whose reading
+			// cannot be paused (pace.go): it is dropped.
 			c.drop(r, n)
 			return
 		}
 		if c.watcher.Load() != nil {
 			// A watcher's input is not read as commands (memcached stops
 			// reading it); it only tells netpoll when the client hangs up.
+			c.resumeReading()
 			_ = r.Skip(n)
 			_ = r.Release()
 			return
 		}
-		buf, err := r.Peek(n)
+		take := n
+		if !c.inline && len(c.partial) == 0 {
+			take = min(n, max(peekMax, atLeast))
+		}
+		buf, err := r.Peek(take)
 		if err != nil {
 			c.drop(r, n)
 			return
@@ -181,9 +192,26 @@ func (c *conn) serve() {
 			c.nc.Close()
 			return
 		}
+		atLeast = 0
 		if need > 0 {
+			if take < n {
+				// Only part of the input was looked at: the request may
+				// be there already. At least double what it was shown, so
+				// that a long line is not searched again a byte at a time.
+				atLeast = max(need, 2*(take-pos))
+			}
+			if need <= n-pos {
+				continue
+			}
+			if need > c.s.maxInput {
+				// One request larger than the bound: a get line that
+				// never ends.
+				c.drop(r, n-pos)
+				return
+			}
 			// Block until the partial request is whole; netpoll would call
 			// us again at once if we returned with input left.
+			c.resumeReading()
 			if _, err := r.Peek(need); err != nil {
 				c.nc.Close()
 				return
@@ -473,7 +501,6 @@ func (c *conn) storageFlags() uint32 {
 // itself rather than through netpoll's writer: netpoll refuses to write once
 // the peer has half-closed (a client that sends its requests and shuts down
 // its side, as "nc -N" does), while memcached still answers such a client.
-// netpoll's writer is used only to wait when the socket buffer is full.
 func (c *conn) flush() {
 	if c.s.repl != nil && c.hold() {
 		return
@@ -500,13 +527,16 @@ func (c *conn) flush() {
 		return
 	}
 	if len(b) > 0 {
-		// WriteBinary keeps a reference to b until Flush returns; c.out is
-		// not touched before then.
-		w := c.nc.Writer()
-		if _, err := w.WriteBinary(b); err != nil || w.Flush() != nil {
+		// The client is slow to take its replies: read no more of its
+		// requests meanwhile, as memcached does, and wait for room.
+		// (netpoll's writer would give up once the client has shut down
+		// its side, as one that sends its last requests and then reads
+		// its replies does.) netpoll closes the socket only once the
+		// handler returns, so it stays this client's.
+		c.setReading(false)
+		deadline := time.Now().Add(c.s.cfg.WriteTimeout)
+		if !c.writeUnowned(b, func() time.Duration { return min(time.Until(deadline), 100*time.Millisecond) }) {
 			c.closing = true
-		} else {
-			c.s.bytesWritten.Add(uint64(len(b)))
 		}
 	}
 	c.out = c.out[:0]
@@ -527,7 +557,8 @@ func (c *conn) flushDetached() {
 
 // writeUnowned writes b to the socket from a goroutine netpoll does not
 // know about (a detached connection, a watcher), under wmu, so that it stops
-// once the close callback has marked the connection gone. When the socket
+// once the close callback has marked the connection gone (the handler uses
+// it too, for a socket that is full). When the socket
 // is full it waits for room for as long as wait says, and gives up when
 // wait says 0 or less. It reports whether all of b was written.
 func (c *conn) writeUnowned(b []byte, wait func() time.Duration) bool {
