@@ -534,8 +534,7 @@ func (c *conn) flush() {
 		// its replies does.) netpoll closes the socket only once the
 		// handler returns, so it stays this client's.
 		c.setReading(false)
-		deadline := time.Now().Add(c.s.cfg.WriteTimeout)
-		if !c.writeUnowned(b, func() time.Duration { return min(time.Until(deadline), 100*time.Millisecond) }) {
+		if !c.writeWithin(b) {
 			c.closing = true
 		}
 	}
@@ -548,11 +547,17 @@ func (c *conn) flush() {
 // writes until it is done, the connection is closed, or the write timeout
 // passes.
 func (c *conn) flushDetached() {
-	deadline := time.Now().Add(c.s.cfg.WriteTimeout)
-	if !c.writeUnowned(c.out, func() time.Duration { return min(time.Until(deadline), 100*time.Millisecond) }) {
+	if !c.writeWithin(c.out) {
 		c.closing = true
 	}
 	c.out = c.out[:0]
+}
+
+// writeWithin is writeUnowned for as long as the write timeout, looking
+// again at least every 100 ms whether the connection is gone.
+func (c *conn) writeWithin(b []byte) bool {
+	deadline := time.Now().Add(c.s.cfg.WriteTimeout)
+	return c.writeUnowned(b, func() time.Duration { return min(time.Until(deadline), 100*time.Millisecond) })
 }
 
 // writeUnowned writes b to the socket from a goroutine netpoll does not

@@ -21,10 +21,10 @@ import (
 //
 // So the handler, which is what consumes that input, takes the socket out
 // of its poller's read interest once pauseAt or more is buffered, and puts
-// it back once less than resumeAt is left, and always before it waits for
-// more input or returns. flush does the same while the client's socket is
-// too full for its replies. It does this with epoll_ctl(EPOLL_CTL_MOD) on the
-// poller's epoll set and the event data netpoll registered the socket with
+// it back once less than a quarter of that is left, and always before it
+// waits for more input or returns. flush does the same while the client's
+// socket is too full for its replies. It does this with
+// epoll_ctl(EPOLL_CTL_MOD) on the poller's epoll set and the event data netpoll registered the socket with
 // (both found in /proc/self/fdinfo), so that to netpoll the socket is only
 // quiet for a while. While paused it is polled for errors alone:
 // EPOLLRDHUP is left out too, because netpoll, told of a hang-up it cannot
@@ -37,8 +37,10 @@ import (
 // Where the lookup fails (no /proc), reading is never paused and the
 // input bound is what is left.
 const (
-	pauseAt  = 4 << 20
-	resumeAt = 1 << 20
+	// pauseAt is where reading pauses (a quarter of it is where it
+	// resumes), or an eighth of the connection's input bound if that is
+	// less (a test's small bound).
+	pauseAt = 4 << 20
 	// peekMax is the most input one pass of the handler looks at (unless
 	// the request at its front needs more): a pass over a large backlog
 	// copies it out of netpoll's buffer in one piece, and between passes
@@ -59,14 +61,12 @@ type readGate struct {
 	paused bool
 }
 
-// pace pauses or resumes reading c's socket for n bytes buffered. The
-// marks are lower on a connection whose input bound is small (a test's).
+// pace pauses or resumes reading c's socket for n bytes buffered.
 func (c *conn) pace(n int) {
-	at := min(pauseAt, c.s.maxInput/8)
 	switch {
-	case n >= at && !c.gate.paused:
+	case n >= c.s.pauseAt && !c.gate.paused:
 		c.setReading(false)
-	case n < at*resumeAt/pauseAt && c.gate.paused:
+	case n < c.s.pauseAt/4 && c.gate.paused:
 		c.setReading(true)
 	}
 }
@@ -122,23 +122,27 @@ var epollSets struct {
 }
 
 // epollEntry finds the epoll set that polls fd, and the data it reports
-// for it, from /proc/self/fdinfo. A poller is looked for among the epoll
-// sets seen before, then among all of the process's.
+// for it, from /proc/self/fdinfo: among the epoll sets seen before, then
+// (the first time, or for a set made since) among all of the process's.
 func epollEntry(fd int) (epfd int, data uint64, ok bool) {
 	epollSets.Lock()
 	defer epollSets.Unlock()
-	for pass := 0; pass < 2; pass++ {
-		if pass == 1 || epollSets.fds == nil {
-			epollSets.fds = listEpolls()
+	if epfd, data, ok = findEntry(epollSets.fds, fd); !ok {
+		epollSets.fds = listEpolls()
+		epfd, data, ok = findEntry(epollSets.fds, fd)
+	}
+	return epfd, data, ok
+}
+
+// findEntry looks for fd in the fdinfo of each epoll set of sets.
+func findEntry(sets []int, fd int) (epfd int, data uint64, ok bool) {
+	for _, e := range sets {
+		info, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(e))
+		if err != nil {
+			continue
 		}
-		for _, e := range epollSets.fds {
-			info, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(e))
-			if err != nil {
-				continue
-			}
-			if d, found := fdinfoData(info, fd); found {
-				return e, d, true
-			}
+		if d, found := fdinfoData(info, fd); found {
+			return e, d, true
 		}
 	}
 	return 0, 0, false
@@ -148,9 +152,9 @@ func epollEntry(fd int) (epfd int, data uint64, ok bool) {
 func listEpolls() []int {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		return []int{}
+		return nil
 	}
-	fds := []int{}
+	var fds []int
 	for _, e := range ents {
 		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == "anon_inode:[eventpoll]" {
 			if n, err := strconv.Atoi(e.Name()); err == nil {

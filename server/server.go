@@ -148,6 +148,7 @@ type Server struct {
 	start time.Time
 
 	maxInput int
+	pauseAt  int // where a connection's reading pauses (pace.go)
 	detail   detail
 	watch    watchHub
 	repl     Replicator // cfg.Replicator; nil when replication is off
@@ -197,6 +198,7 @@ func New(cfg Config, st *store.Store) (*Server, error) {
 	st.SetEvictHook(s.logEviction)
 	// One whole item (with its command line) must always fit.
 	s.maxInput = max(cfg.MaxInput, 2*st.ItemSizeMax())
+	s.pauseAt = min(pauseAt, s.maxInput/8)
 	s.verbosity.Store(int32(cfg.Verbosity))
 	for _, kv := range cfg.Settings {
 		if kv[0] == "slab_automove" {
