@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -318,11 +319,21 @@ func (l *link) take(wait time.Duration) (b []byte, dead bool) {
 func (l *link) sendNow(b []byte) {
 	l.kickOut, l.kickN, l.kickErr = b, 0, nil
 	err := l.raw.Write(l.kickFn)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The deadline of the writer's last send, past by now: a kick
+		// that came later than that is refused before it writes
+		// anything, and the link was dropped for it under a load whose
+		// writes all went out by kicks. The writer sets a new one.
+		err = nil
+	}
 	if err == nil {
 		err = l.kickErr
 	}
-	l.finish(b, l.kickN)
+	// The kick fields are this write's until finish ends it: the next
+	// kick may set them as soon as it has.
+	n := l.kickN
 	l.kickOut = nil
+	l.finish(b, n)
 	if err != nil {
 		l.die(fmt.Errorf("write: %w", err))
 	}

@@ -822,6 +822,38 @@ func TestOverflowDropsAndResyncs(t *testing.T) {
 	require.Equal(t, uint64(2), l.resyncs.Load())
 }
 
+// TestKickAfterDeadline: a kick long after the writer's last send (whose
+// write deadline stays on the socket) must not take that deadline for a
+// stuck peer: it leaves its frames to the writer, and the link lives.
+func TestKickAfterDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	peer, err := ln.Accept()
+	require.NoError(t, err)
+	defer peer.Close()
+
+	r, err := New(Config{Listen: "127.0.0.1:0", Peers: []string{"unused:1"}})
+	require.NoError(t, err)
+	l := newLink(r, "unused:1")
+	raw, err := conn.(*net.TCPConn).SyscallConn()
+	require.NoError(t, err)
+	l.conn, l.raw = conn, raw
+	require.NoError(t, conn.SetWriteDeadline(time.Now().Add(-time.Second)))
+
+	l.buf = append(l.buf, "frames"...)
+	b, dead := l.take(0)
+	require.False(t, dead)
+	require.Equal(t, "frames", string(b))
+	l.sendNow(b)
+	require.False(t, l.dead, "the link was dropped for the writer's old deadline")
+	require.Equal(t, "frames", string(l.buf), "the frames go back to the writer")
+	require.False(t, l.writing)
+}
+
 func TestPeerTimeout(t *testing.T) {
 	const timeout = 200 * time.Millisecond
 	for _, ack := range []AckRule{AckAll, AckQuorum} {
