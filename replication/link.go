@@ -77,6 +77,10 @@ type link struct {
 
 	state    atomic.Int32
 	ackedSeq atomic.Uint64
+	// behind: more than the window of live frames waits unsent, so the
+	// connections that write wait (Replicator.Throttle). Set under mu,
+	// read without it.
+	behind atomic.Bool
 
 	reconnects, timeouts, resyncs, overflows atomic.Uint64
 
@@ -132,7 +136,24 @@ func (l *link) push(hdr []byte, f *frame, it store.Item) {
 		l.buf = it.AppendValue(l.buf)
 	}
 	l.lastSeq = f.Seq
+	l.checkBehind()
 	l.signal()
+}
+
+// checkBehind sets behind once the live frames waiting pass the window, and
+// clears it (waking the throttled writers) once they are taken. l.mu held.
+func (l *link) checkBehind() {
+	over := len(l.buf)-l.resyncBytes > l.r.window
+	if over == l.behind.Load() {
+		return
+	}
+	l.behind.Store(over)
+	if over {
+		l.r.nBehind.Add(1)
+	} else {
+		l.r.nBehind.Add(-1)
+		l.r.relieve()
+	}
 }
 
 // stamp notes when buf, about to get a frame, became non-empty: how long
@@ -155,6 +176,11 @@ func (l *link) dieLocked(err error) {
 		return
 	}
 	l.dead = true
+	if l.behind.Load() {
+		l.behind.Store(false) // not waited for any more
+		l.r.nBehind.Add(-1)
+		l.r.relieve()
+	}
 	if l.conn != nil {
 		l.conn.Close()
 	}
@@ -310,6 +336,7 @@ func (l *link) take(wait time.Duration) (b []byte, dead bool) {
 	l.buf, l.spare = l.spare[:0], nil
 	l.sent = append(l.sent, sentMark{seq: l.lastSeq, at: time.Now()})
 	l.writing = true
+	l.checkBehind()
 	l.cond.Broadcast() // a resync waits for room
 	return b, false
 }
@@ -378,6 +405,7 @@ func (l *link) finish(b []byte, n int) {
 	if n < len(b) {
 		rest := b[:copy(b, b[n:])]
 		l.buf, l.spare = append(rest, l.buf...), l.buf[:0]
+		l.checkBehind()
 	} else if l.spare == nil {
 		l.spare = b[:0]
 	}

@@ -80,7 +80,9 @@ type Config struct {
 	// (--repl-secret-file). Empty: any peer of the group is accepted.
 	Secret []byte
 	// MaxPending is how many bytes of frames a link may hold unsent before
-	// the peer is dropped and resynced later. Default 64 MiB.
+	// the peer is dropped and resynced later. Default 64 MiB. A quarter of
+	// it, at most 1 MiB, is the window past which writers wait for an
+	// in-sync peer to catch up (Throttle).
 	MaxPending int
 	// Log receives connection events. Default: discarded.
 	Log io.Writer
@@ -95,6 +97,15 @@ type Replicator struct {
 	clk  *hlc
 	node uint16
 	need int // peers that must ack under quorum
+	// window: a link with more live bytes than this unsent holds back the
+	// writers (Throttle), who wait on relief; it is closed and replaced
+	// whenever a link drops back below.
+	window           int
+	nBehind          atomic.Int32 // links past the window
+	reliefMu         sync.Mutex
+	relief           chan struct{}
+	throttled        atomic.Uint64 // Throttle calls that waited
+	throttleTimeouts atomic.Uint64
 
 	// mu orders the stream: frames get their sequence numbers and are
 	// appended to every streaming link under it, so each link's stream is
@@ -167,6 +178,7 @@ func New(cfg Config) (*Replicator, error) {
 		clk:     newHLC(uint64(node)),
 		node:    node,
 		need:    (len(cfg.Peers) + 1) / 2, // a majority of n+1 nodes is n/2+1 (integer), this one included
+		window:  min(1<<20, cfg.MaxPending/4),
 		inbound: make(map[net.Conn]*inbound),
 		ovSet:   make(map[uint64]struct{}, overruledKept),
 	}

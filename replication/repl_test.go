@@ -648,8 +648,9 @@ type fakePeer struct {
 	// nackAll: every write is refused, as by a peer holding newer states.
 	nackAll atomic.Bool
 	// stall: the next connection stops reading after its first mark, until
-	// the test ends.
-	stall atomic.Bool
+	// the test ends or closes release.
+	stall   atomic.Bool
+	release chan struct{}
 	// hangUp: every connection is closed right after the handshake.
 	hangUp     atomic.Bool
 	handshakes atomic.Int64
@@ -668,7 +669,7 @@ func newFakePeer(t *testing.T, group string) *fakePeer {
 	// the handshake.
 	hs, err := New(Config{Listen: ln.Addr().String(), Peers: []string{"unused:1"}, NodeID: "fake", Group: group})
 	require.NoError(t, err)
-	p := &fakePeer{ln: ln, done: make(chan struct{})}
+	p := &fakePeer{ln: ln, done: make(chan struct{}), release: make(chan struct{})}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -740,8 +741,12 @@ func (p *fakePeer) serve(c net.Conn, br *bufio.Reader, cd *codecs) {
 			}
 		}
 		if stall && f.Op == opMark {
-			<-p.done
-			return
+			select {
+			case <-p.done:
+				return
+			case <-p.release:
+				stall = false
+			}
 		}
 	}
 }
@@ -820,6 +825,79 @@ func TestOverflowDropsAndResyncs(t *testing.T) {
 	// The next connection reads again: the peer is resynced.
 	require.Eventually(t, func() bool { return l.reconnects.Load() == 1 && l.state.Load() == stateInSync }, syncWait, poll)
 	require.Equal(t, uint64(2), l.resyncs.Load())
+}
+
+// TestThrottle: once an in-sync peer takes writes slower than they come
+// (here it reads nothing), Behind holds writers back, Throttle gives up at
+// the timeout, and a peer reading again releases them before it.
+func TestThrottle(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	fake := newFakePeer(t, "tandem")
+	fake.ackAll.Store(true)
+	fake.stall.Store(true)
+	n := newTestNode(t, Config{Listen: freeAddr(t), Peers: []string{fake.ln.Addr().String()}, NodeID: "th",
+		Ack: AckAll, Timeout: timeout, MaxPending: 1 << 20}) // a window of 256 KiB
+	n.start(t)
+	waitPeerState(t, n, 0, "in_sync")
+	require.False(t, n.r.Behind())
+	start := time.Now()
+	n.r.Throttle()
+	require.Less(t, time.Since(start), prompt, "nothing behind: no wait")
+
+	// Once the socket buffers are full, frames pile up in the link. Until
+	// then its writer may still take them (and the link is no longer
+	// behind): it is behind for good once it stays so while the writer
+	// has had time to take them.
+	val := make([]byte, 32<<10)
+	for i := 0; !n.r.Behind() || !stays(n.r.Behind, 50*time.Millisecond); i++ {
+		require.Less(t, i, 2000, "64 MiB written and the link never fell behind")
+		_, err := n.st.Set([]byte("k"+strconv.Itoa(i%100)), val, store.SetOptions{})
+		require.NoError(t, err)
+	}
+	st := statsOf(n.r)
+	require.Equal(t, "0", st["peer0:overflows"], "behind before MaxPending")
+	require.Equal(t, "262144", st["window_bytes"])
+
+	// It takes nothing: Throttle gives up at the timeout.
+	start = time.Now()
+	n.r.Throttle()
+	waited := time.Since(start)
+	require.GreaterOrEqual(t, waited, timeout)
+	require.Less(t, waited, timeout+prompt)
+	st = statsOf(n.r)
+	require.Equal(t, "1", st["throttled"])
+	require.Equal(t, "1", st["throttle_timeouts"])
+	require.True(t, n.r.Behind())
+
+	// It reads again: the writer catches up and the throttled go on.
+	done := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		n.r.Throttle()
+		done <- time.Since(start)
+	}()
+	close(fake.release)
+	select {
+	case waited = <-done:
+	case <-time.After(syncWait):
+		t.Fatal("Throttle still waits after the peer read again")
+	}
+	require.Less(t, waited, timeout, "released by the peer, not the timeout")
+	require.False(t, n.r.Behind())
+	st = statsOf(n.r)
+	require.Equal(t, "1", st["throttle_timeouts"])
+	require.Equal(t, "in_sync", st["peer0:state"])
+	require.Equal(t, "0", st["peer0:overflows"])
+}
+
+// stays tells whether cond holds all through d.
+func stays(cond func() bool, d time.Duration) bool {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(poll) {
+		if !cond() {
+			return false
+		}
+	}
+	return true
 }
 
 // TestKickAfterDeadline: a kick long after the writer's last send (whose
@@ -1246,7 +1324,8 @@ func TestStatsNames(t *testing.T) {
 
 	st := statsOf(nodes[0].r)
 	names := []string{"node_id", "node_number", "group", "listen", "ack", "timeout_ms", "head_seq",
-		"writes_degraded", "writes_unsynced", "writes_refused", "states_applied", "states_stale", "writes_overruled", "bad_links", "tombstones", "waiting"}
+		"writes_degraded", "writes_unsynced", "writes_refused", "states_applied", "states_stale", "writes_overruled", "bad_links",
+		"throttled", "throttle_timeouts", "window_bytes", "tombstones", "waiting"}
 	for _, f := range []string{"addr", "node_id", "state", "pending_bytes", "acked_seq", "lag_seqs", "lag_ms",
 		"acks", "ack_p50_us", "ack_p99_us", "ack_p999_us", "reconnects", "timeouts", "resyncs", "overflows"} {
 		names = append(names, "peer0:"+f)
@@ -1271,6 +1350,9 @@ func TestStatsNames(t *testing.T) {
 	require.Equal(t, "0", st["states_stale"])
 	require.Equal(t, "0", st["writes_overruled"])
 	require.Equal(t, "0", st["bad_links"])
+	require.Equal(t, "0", st["throttled"])
+	require.Equal(t, "0", st["throttle_timeouts"])
+	require.Equal(t, strconv.Itoa(1<<20), st["window_bytes"])
 	require.Equal(t, "1", st["tombstones"])
 	require.Equal(t, "0", st["waiting"])
 	require.Equal(t, nodes[1].r.Addr().String(), st["peer0:addr"])
@@ -1297,6 +1379,7 @@ func TestStatsNames(t *testing.T) {
 		"repl_writes_unsynced": "0",
 		"repl_writes_refused":  "0",
 		"repl_states_applied":  "1",
+		"repl_throttled":       "0",
 		"repl_waiting":         "0",
 	}, summaryOf(nodes[0].r))
 }

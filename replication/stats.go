@@ -22,6 +22,7 @@ func (r *Replicator) Summary(fn func(name, value string)) {
 	fn("repl_writes_unsynced", strconv.FormatUint(r.unsynced.Load(), 10))
 	fn("repl_writes_refused", strconv.FormatUint(r.refused.Load(), 10))
 	fn("repl_states_applied", strconv.FormatUint(r.applied.Load(), 10))
+	fn("repl_throttled", strconv.FormatUint(r.throttled.Load(), 10))
 	fn("repl_waiting", strconv.Itoa(r.waiting()))
 }
 
@@ -45,6 +46,9 @@ func (r *Replicator) Stats(fn func(name, value string)) {
 	fn("states_stale", u(r.stale.Load()))
 	fn("writes_overruled", u(r.overruled.Load()))
 	fn("bad_links", u(r.badLinks.Load()))
+	fn("throttled", u(r.throttled.Load()))
+	fn("throttle_timeouts", u(r.throttleTimeouts.Load()))
+	fn("window_bytes", strconv.Itoa(r.window))
 	fn("waiting", strconv.Itoa(r.waiting()))
 	fn("tombstones", strconv.Itoa(r.st.Tombstones()))
 	now := time.Now()

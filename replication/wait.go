@@ -172,3 +172,90 @@ func (r *Replicator) sweep() {
 		t.Reset(next)
 	}
 }
+
+// Behind tells whether a writer should Throttle now. It costs one atomic
+// load while no link is past its window, which is nearly always.
+func (r *Replicator) Behind() bool {
+	return r.cfg.Ack != AckAsync && r.nBehind.Load() > 0 && r.behind()
+}
+
+// Throttle is a writer's back-pressure. While a peer the ack rule waits for
+// has more than the window of writes unsent (it takes them slower than
+// they come), it blocks until that peer's writer has caught up, or for at
+// most the timeout. A server calls it after a connection's write when
+// Behind says so, with the connection's reading paused, so that a client
+// that pipelines faster than the peers apply is held back by TCP instead
+// of running ahead of its acks: without it the link's backlog passed
+// MaxPending within a fraction of a second of a bulk load, and the peer
+// was dropped and resynced while every write was answered without it.
+// Reads never wait here. Under async it never waits: nothing promises
+// that the peers keep up.
+func (r *Replicator) Throttle() {
+	if !r.Behind() {
+		return
+	}
+	r.throttled.Add(1)
+	deadline := time.Now().Add(r.cfg.Timeout)
+	for {
+		r.reliefMu.Lock()
+		if r.relief == nil {
+			r.relief = make(chan struct{})
+		}
+		relief := r.relief
+		r.reliefMu.Unlock()
+		// Looked at again once the channel is in hand: a relief between
+		// the two looks closed the one before it.
+		if !r.behind() {
+			return
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			// The acks of the writes behind are late too: their own
+			// timeout marks the peer out of sync, and then it no longer
+			// holds anyone back.
+			r.throttleTimeouts.Add(1)
+			return
+		}
+		t := time.NewTimer(min(left, 10*time.Millisecond)) // a peer's state may change without a relief
+		select {
+		case <-relief:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// behind tells whether the peers the ack rule needs are behind the window:
+// under all, any peer in sync or resyncing; under quorum, too many of them
+// for the rest to make a majority. A resyncing peer counts although the
+// rule does not wait for it yet: writers that outpace it would keep it
+// from ever catching up (its backlog passes MaxPending, the link is
+// dropped and resynced again). An out-of-sync peer holds no one back: it
+// missed the timeout, and once its backlog passes MaxPending it resyncs.
+func (r *Replicator) behind() bool {
+	inSync, ahead := 0, 0
+	for _, l := range r.links {
+		if st := l.state.Load(); st != stateInSync && st != stateResyncing {
+			continue
+		}
+		inSync++
+		if !l.behind.Load() {
+			ahead++
+		}
+	}
+	if r.cfg.Ack == AckAll {
+		return ahead < inSync
+	}
+	return ahead < min(r.need, inSync)
+}
+
+// relieve wakes the throttled writers: a link's backlog fell below the
+// window, or it died.
+func (r *Replicator) relieve() {
+	r.reliefMu.Lock()
+	if r.relief != nil {
+		close(r.relief)
+		r.relief = nil
+	}
+	r.reliefMu.Unlock()
+}

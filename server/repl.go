@@ -173,6 +173,23 @@ func (c *conn) hold() bool {
 	return true
 }
 
+// throttle holds back a connection that just wrote while the peers are far
+// behind the writes (Replicator.Throttle): its replies so far are flushed
+// (held for their acks) and its reading is paused meanwhile, so that the
+// client waits in TCP rather than in our buffers. It is checked after every
+// write, not every batch: one batch may hold a MiB of sets, more than the
+// links' whole bound on a small one.
+func (c *conn) throttle() {
+	if c.udp || c.inline {
+		return // a datagram waits for its acks anyway; inline never replicates
+	}
+	c.flush()
+	if !c.gate.paused {
+		c.setReading(false)
+	}
+	c.s.repl.Throttle()
+}
+
 // Acked is called by the replicator once the writes up to seq are decided.
 func (c *conn) Acked(seq uint64, err error) {
 	if c.advance(seq, err) {

@@ -14,9 +14,22 @@ import (
 	"github.com/tandemcache/tandem/store"
 )
 
+// replPair is a server whose store replicates to one in-process peer.
+type replPair struct {
+	addr string
+	node *replication.Replicator
+	peer *store.Store
+}
+
 // startReplicated starts a server whose store replicates to one in-process
 // peer, with the given write timeout, once the two are in sync.
 func startReplicated(t *testing.T, writeTimeout time.Duration) string {
+	return startReplPair(t, writeTimeout, 0).addr
+}
+
+// startReplPair is startReplicated with the links' MaxPending (0: the
+// default), returning the replicator and the peer's store too.
+func startReplPair(t *testing.T, writeTimeout time.Duration, maxPending int) replPair {
 	t.Helper()
 	addrs := make([]string, 2)
 	for i := range addrs {
@@ -25,35 +38,44 @@ func startReplicated(t *testing.T, writeTimeout time.Duration) string {
 		addrs[i] = l.Addr().String()
 		require.NoError(t, l.Close())
 	}
-	var node *replication.Replicator
+	var p replPair
 	var nodeStore *store.Store
 	for i := range addrs {
-		r, err := replication.New(replication.Config{Listen: addrs[i], Peers: []string{addrs[1-i]}, NodeID: addrs[i]})
+		r, err := replication.New(replication.Config{Listen: addrs[i], Peers: []string{addrs[1-i]},
+			NodeID: addrs[i], MaxPending: maxPending})
 		require.NoError(t, err)
 		st, err := store.New(store.Config{MemoryLimit: 64 << 20, Observer: r})
 		require.NoError(t, err)
 		require.NoError(t, r.Start(st))
 		t.Cleanup(func() { _ = r.Close() })
 		if i == 0 {
-			node, nodeStore = r, st
+			p.node, nodeStore = r, st
+		} else {
+			p.peer = st
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		state := ""
-		node.Stats(func(name, value string) {
-			if name == "peer0:state" {
-				state = value
-			}
-		})
+		state := replStat(p.node, "peer0:state")
 		if state == "in_sync" {
 			break
 		}
 		require.True(t, time.Now().Before(deadline), "peer not in sync: %s", state)
 		time.Sleep(10 * time.Millisecond)
 	}
-	addr, _ := serveStore(t, server.Config{Replicator: node, WriteTimeout: writeTimeout}, nodeStore)
-	return addr
+	p.addr, _ = serveStore(t, server.Config{Replicator: p.node, WriteTimeout: writeTimeout}, nodeStore)
+	return p
+}
+
+// replStat is one line of a replicator's "stats replication".
+func replStat(r *replication.Replicator, name string) string {
+	v := ""
+	r.Stats(func(n, value string) {
+		if n == name {
+			v = value
+		}
+	})
+	return v
 }
 
 // TestHeldRepliesReaderGone: a client that pipelines writes and reads,
@@ -84,4 +106,63 @@ func TestHeldRepliesReaderGone(t *testing.T) {
 
 	// Not read at all: the server gives up on it and closes it.
 	c.waitStat(t, "curr_connections", curr)
+}
+
+// TestReplBackPressure: clients that pipeline large sets faster than the
+// peer applies them are held back (Replicator.Throttle), so the peer stays
+// in sync and every acknowledged write is on it. Without back-pressure the
+// node ran ahead of its acks until the link's backlog passed MaxPending,
+// the peer was dropped, and the rest of the writes were acknowledged
+// without it.
+func TestReplBackPressure(t *testing.T) {
+	p := startReplPair(t, 5*time.Second, 512<<10) // a window of 128 KiB
+	const conns, sets = 4, 400
+	value := strings.Repeat("v", 16<<10)
+	errs := make(chan error, conns)
+	for c := range conns {
+		go func() {
+			errs <- func() error {
+				nc, err := net.Dial("tcp", p.addr)
+				if err != nil {
+					return err
+				}
+				defer nc.Close()
+				_ = nc.SetDeadline(time.Now().Add(60 * time.Second))
+				var req strings.Builder
+				for i := range sets {
+					fmt.Fprintf(&req, "set bp%d_%d 0 0 %d\r\n%s\r\n", c, i, len(value), value)
+				}
+				sent := make(chan error, 1)
+				go func() { _, err := io.WriteString(nc, req.String()); sent <- err }()
+				want := strings.Repeat("STORED\r\n", sets)
+				got := make([]byte, len(want))
+				if _, err := io.ReadFull(nc, got); err != nil {
+					return fmt.Errorf("conn %d: %w", c, err)
+				}
+				if string(got) != want {
+					return fmt.Errorf("conn %d: replies %q...", c, got[:min(64, len(got))])
+				}
+				return <-sent
+			}()
+		}()
+	}
+	for range conns {
+		require.NoError(t, <-errs)
+	}
+	st := map[string]string{}
+	p.node.Stats(func(name, value string) { st[name] = value })
+	require.Equal(t, "0", st["peer0:overflows"], "%v", st)
+	require.Equal(t, "0", st["writes_unsynced"], "%v", st)
+	require.Equal(t, "in_sync", st["peer0:state"], "%v", st)
+	require.NotEqual(t, "0", st["throttled"], "the writers were never held back: %v", st)
+	for c := range conns {
+		for i := range sets {
+			key := fmt.Sprintf("bp%d_%d", c, i)
+			n := -1
+			err := p.peer.Get([]byte(key), store.GetOptions{}, func(it store.Item) { n = it.Len() })
+			require.NoError(t, err, key)
+			require.Equal(t, len(value), n, "%s on the peer", key)
+		}
+	}
+	t.Logf("%d sets of %d bytes on %d connections; writers held back %s times", conns*sets, len(value), conns, st["throttled"])
 }

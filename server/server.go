@@ -125,6 +125,12 @@ type Replicator interface {
 	Wait(seq uint64) error
 	// Met tells whether the writes up to seq meet the ack rule now.
 	Met(seq uint64) bool
+	// Behind tells, cheaply, whether the peers are too far behind the
+	// writes; Throttle then blocks until they are not, for at most the
+	// replication timeout. A connection that wrote asks after each write,
+	// and throttles with its reading paused.
+	Behind() bool
+	Throttle()
 	// Writable returns an error when a write would not be acknowledged
 	// now (quorum lost): the write is then refused without applying it.
 	Writable() error

@@ -61,6 +61,7 @@ type options struct {
 	replAck        string
 	replTimeout    time.Duration
 	replSecretFile string
+	replMaxPending int64 // --repl-max-pending, bytes
 
 	cpuProfile string // --cpuprofile: a pprof CPU profile of the whole run
 	lowLatency bool   // --low-latency: small batches run on the poller
@@ -120,6 +121,7 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 	fs.StringVar(&o.replAck, "repl-ack", "all", "when a write is acknowledged: all (every in-sync peer has it), quorum (a majority of the group) or async")
 	fs.DurationVar(&o.replTimeout, "repl-timeout", 500*time.Millisecond, "how long a write waits for a peer before the peer is marked out of sync")
 	fs.StringVar(&o.replSecretFile, "repl-secret-file", "", "file holding the shared secret peers must prove")
+	fs.String("repl-max-pending", "64m", "bytes of writes a peer's link may hold unsent before the peer is dropped and resynced; writers are held back once a peer is a quarter of this (at most 1m) behind (k, m or g suffix)")
 
 	// memcached options with no effect in Tandem yet: accepted, warned.
 	for _, f := range []struct{ long, short, why string }{
@@ -158,6 +160,11 @@ func parseArgs(args []string, errOut io.Writer) (*options, error) {
 	if o.help || o.version || o.license {
 		return o, nil
 	}
+	pending, err := parseSize(fs.Lookup("repl-max-pending").Value.String(), 1)
+	if err != nil || pending < 64<<10 || pending > 1<<40 {
+		return nil, fmt.Errorf("tandem: bad --repl-max-pending %q: from 64k to 1024g", fs.Lookup("repl-max-pending").Value.String())
+	}
+	o.replMaxPending = pending
 	if err := o.checkReplication(); err != nil {
 		return nil, err
 	}

@@ -288,12 +288,13 @@ func newReplicator(o *options, stderr io.Writer) (*replication.Replicator, error
 	}
 	ack, _ := replication.ParseAckRule(o.replAck) // checked by parseArgs
 	cfg := replication.Config{
-		Listen:  o.replListen,
-		Peers:   o.peers,
-		NodeID:  o.nodeID,
-		Group:   o.replGroup,
-		Ack:     ack,
-		Timeout: o.replTimeout,
+		Listen:     o.replListen,
+		Peers:      o.peers,
+		NodeID:     o.nodeID,
+		Group:      o.replGroup,
+		Ack:        ack,
+		Timeout:    o.replTimeout,
+		MaxPending: int(o.replMaxPending),
 	}
 	if o.verbose > 0 {
 		cfg.Log = stderr

@@ -1425,6 +1425,8 @@ func TestReplFlags(t *testing.T) {
 		{"secret without peers", []string{"--repl-secret-file", "/dev/null"}, "--peers"},
 		{"zero timeout", []string{"--peers", "127.0.0.1:1", "--repl-listen", "127.0.0.1:2", "--repl-timeout", "0s"}, "--repl-timeout"},
 		{"peer without a port", []string{"--peers", "127.0.0.1", "--repl-listen", "127.0.0.1:2"}, "127.0.0.1"},
+		{"tiny max pending", []string{"--peers", "127.0.0.1:1", "--repl-listen", "127.0.0.1:2", "--repl-max-pending", "1k"}, "--repl-max-pending"},
+		{"bad max pending", []string{"--peers", "127.0.0.1:1", "--repl-listen", "127.0.0.1:2", "--repl-max-pending", "lots"}, "--repl-max-pending"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := startProc(t, bin, tcpArgs(port, tc.args...)...)
@@ -1625,4 +1627,69 @@ func waitStat(t *testing.T, nd *replNode, nodes []*replNode, field, want string)
 	t.Helper()
 	waitStats(t, nd, "", time.Now().Add(replSyncWait), nodes,
 		func(st map[string]string) bool { return st[field] == want })
+}
+
+// TestReplBackPressure: clients that pipeline large sets to A faster than
+// B applies them are held back, so B stays in sync and holds every
+// acknowledged write. Before, A ran ahead of its acks until the link's
+// backlog passed --repl-max-pending; B was dropped and resynced while A
+// answered the rest of the writes without it.
+func TestReplBackPressure(t *testing.T) {
+	nodes := startReplGroup(t, 2, "--repl-max-pending", "1m", "-m", "256")
+	a, b := nodes[0], nodes[1]
+	const conns, sets = 4, 1000
+	value := strings.Repeat("p", 16<<10)
+	errs := make(chan error, conns)
+	for c := range conns {
+		go func() {
+			errs <- func() error {
+				nc, err := net.DialTimeout("tcp", a.addr, time.Second)
+				if err != nil {
+					return err
+				}
+				defer nc.Close()
+				if err := nc.SetDeadline(time.Now().Add(2 * time.Minute)); err != nil {
+					return err
+				}
+				var req strings.Builder
+				for i := range sets {
+					req.WriteString(setReq(fmt.Sprintf("bp:%d:%d", c, i), value))
+				}
+				sent := make(chan error, 1)
+				go func() { _, err := io.WriteString(nc, req.String()); sent <- err }()
+				want := strings.Repeat("STORED\r\n", sets)
+				got := make([]byte, len(want))
+				if _, err := io.ReadFull(nc, got); err != nil {
+					return fmt.Errorf("connection %d: %w", c, err)
+				}
+				if string(got) != want {
+					return fmt.Errorf("connection %d: not all STORED: %q", c, got[:min(80, len(got))])
+				}
+				return <-sent
+			}()
+		}()
+	}
+	for range conns {
+		require.NoError(t, <-errs, logs(nodes))
+	}
+
+	st, err := replStats(a.addr, "replication")
+	require.NoError(t, err)
+	require.Equal(t, "0", st["peer0:overflows"], fmtStats(st))
+	require.Equal(t, "0", st["writes_unsynced"], fmtStats(st))
+	require.Equal(t, "in_sync", st["peer0:state"], fmtStats(st))
+	require.NotEqual(t, "0", st["throttled"], "the writers were never held back:\n%s", fmtStats(st))
+	t.Logf("%d sets of %d bytes on %d connections: writers held back %s times, ack p99 %s µs",
+		conns*sets, len(value), conns, st["throttled"], st["peer0:ack_p99_us"])
+
+	// Every write acknowledged is on B, as it was sent.
+	tc := mustText(t, b.addr)
+	for c := range conns {
+		for i := range sets {
+			key := fmt.Sprintf("bp:%d:%d", c, i)
+			it, ok := tc.mustGets(t, key)
+			require.True(t, ok, "%s missing on B", key)
+			require.Equal(t, value, it.value, key)
+		}
+	}
 }
