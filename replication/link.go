@@ -65,6 +65,7 @@ type link struct {
 	catchUp uint64 // out of sync: in sync again once this sequence is acked
 	// resyncBytes is how much of buf a resync put there.
 	resyncBytes int
+	takenResync int             // how much of the write in flight (take's) a resync put there
 	dead        bool            // the current connection is finished
 	writing     bool            // frames taken from buf are being written (take, send)
 	raw         syscall.RawConn // conn's descriptor, for kick's writes
@@ -79,8 +80,11 @@ type link struct {
 	ackedSeq atomic.Uint64
 	// behind: more than the window of live frames waits unsent, so the
 	// connections that write wait (Replicator.Throttle). Set under mu,
-	// read without it.
+	// read without it. moved is when the writer last took or finished a
+	// write (since r.epoch): a link whose writer is stuck holds no one
+	// back past the timeout.
 	behind atomic.Bool
+	moved  atomic.Int64
 
 	reconnects, timeouts, resyncs, overflows atomic.Uint64
 
@@ -143,7 +147,7 @@ func (l *link) push(hdr []byte, f *frame, it store.Item) {
 // checkBehind sets behind once the live frames waiting pass the window, and
 // clears it (waking the throttled writers) once they are taken. l.mu held.
 func (l *link) checkBehind() {
-	over := len(l.buf)-l.resyncBytes > l.r.window
+	over := !l.dead && len(l.buf)-l.resyncBytes > l.r.window
 	if over == l.behind.Load() {
 		return
 	}
@@ -241,6 +245,8 @@ func (l *link) serve(conn net.Conn, br *bufio.Reader, peer string) {
 	l.mu.Lock()
 	l.conn, l.raw, l.peer, l.dead = conn, raw, peer, false
 	l.buf, l.sent, l.marker, l.marking, l.resyncBytes = l.buf[:0], l.sent[:0], 0, false, 0
+	l.checkBehind()
+	l.moved.Store(int64(time.Since(l.r.epoch)))
 	l.mu.Unlock()
 	l.ackedSeq.Store(0)
 	l.state.Store(stateResyncing)
@@ -332,7 +338,8 @@ func (l *link) take(wait time.Duration) (b []byte, dead bool) {
 		return nil, false
 	}
 	b = l.buf
-	l.resyncBytes = 0
+	l.takenResync, l.resyncBytes = l.resyncBytes, 0
+	l.moved.Store(int64(time.Since(l.r.epoch)))
 	l.buf, l.spare = l.spare[:0], nil
 	l.sent = append(l.sent, sentMark{seq: l.lastSeq, at: time.Now()})
 	l.writing = true
@@ -402,9 +409,15 @@ func (l *link) finish(b []byte, n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.writing = false
+	l.moved.Store(int64(time.Since(l.r.epoch)))
 	if n < len(b) {
 		rest := b[:copy(b, b[n:])]
 		l.buf, l.spare = append(rest, l.buf...), l.buf[:0]
+		// Where in b the resync's frames were is not known: the rest is
+		// counted as theirs first, so that what goes back never makes
+		// the live frames look more than they are (a resync of a shard
+		// larger than MaxPending would otherwise overflow its own link).
+		l.resyncBytes += min(l.takenResync, len(rest))
 		l.checkBehind()
 	} else if l.spare == nil {
 		l.spare = b[:0]

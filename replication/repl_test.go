@@ -828,66 +828,90 @@ func TestOverflowDropsAndResyncs(t *testing.T) {
 }
 
 // TestThrottle: once an in-sync peer takes writes slower than they come
-// (here it reads nothing), Behind holds writers back, Throttle gives up at
-// the timeout, and a peer reading again releases them before it.
+// (here it reads nothing), Behind holds writers back. A peer that reads
+// again releases them at once; one that does not holds them back for the
+// timeout, after which its stuck writer holds no one back.
 func TestThrottle(t *testing.T) {
-	const timeout = 300 * time.Millisecond
-	fake := newFakePeer(t, "tandem")
-	fake.ackAll.Store(true)
-	fake.stall.Store(true)
-	n := newTestNode(t, Config{Listen: freeAddr(t), Peers: []string{fake.ln.Addr().String()}, NodeID: "th",
-		Ack: AckAll, Timeout: timeout, MaxPending: 1 << 20}) // a window of 256 KiB
-	n.start(t)
-	waitPeerState(t, n, 0, "in_sync")
-	require.False(t, n.r.Behind())
-	start := time.Now()
-	n.r.Throttle()
-	require.Less(t, time.Since(start), prompt, "nothing behind: no wait")
-
-	// Once the socket buffers are full, frames pile up in the link. Until
-	// then its writer may still take them (and the link is no longer
-	// behind): it is behind for good once it stays so while the writer
-	// has had time to take them.
-	val := make([]byte, 32<<10)
-	for i := 0; !n.r.Behind() || !stays(n.r.Behind, 50*time.Millisecond); i++ {
-		require.Less(t, i, 2000, "64 MiB written and the link never fell behind")
-		_, err := n.st.Set([]byte("k"+strconv.Itoa(i%100)), val, store.SetOptions{})
-		require.NoError(t, err)
-	}
-	st := statsOf(n.r)
-	require.Equal(t, "0", st["peer0:overflows"], "behind before MaxPending")
-	require.Equal(t, "262144", st["window_bytes"])
-
-	// It takes nothing: Throttle gives up at the timeout.
-	start = time.Now()
-	n.r.Throttle()
-	waited := time.Since(start)
-	require.GreaterOrEqual(t, waited, timeout)
-	require.Less(t, waited, timeout+prompt)
-	st = statsOf(n.r)
-	require.Equal(t, "1", st["throttled"])
-	require.Equal(t, "1", st["throttle_timeouts"])
-	require.True(t, n.r.Behind())
-
-	// It reads again: the writer catches up and the throttled go on.
-	done := make(chan time.Duration, 1)
-	go func() {
+	const timeout = time.Second
+	// behindPeer starts a node whose one peer stops reading, and writes
+	// until the link is behind for good.
+	behindPeer := func(t *testing.T) (*testNode, *fakePeer) {
+		fake := newFakePeer(t, "tandem")
+		fake.ackAll.Store(true)
+		fake.stall.Store(true)
+		n := newTestNode(t, Config{Listen: freeAddr(t), Peers: []string{fake.ln.Addr().String()}, NodeID: "th",
+			Ack: AckAll, Timeout: timeout, MaxPending: 1 << 20}) // a window of 256 KiB
+		n.start(t)
+		waitPeerState(t, n, 0, "in_sync")
+		require.False(t, n.r.Behind())
 		start := time.Now()
 		n.r.Throttle()
-		done <- time.Since(start)
-	}()
-	close(fake.release)
-	select {
-	case waited = <-done:
-	case <-time.After(syncWait):
-		t.Fatal("Throttle still waits after the peer read again")
+		require.Less(t, time.Since(start), prompt, "nothing behind: no wait")
+
+		// Once the socket buffers are full, frames pile up in the link.
+		// Until then its writer may still take them (and the link is no
+		// longer behind): it is behind for good once it stays so while
+		// the writer has had time to take them.
+		val := make([]byte, 32<<10)
+		for i := 0; !n.r.Behind() || !stays(n.r.Behind, 50*time.Millisecond); i++ {
+			require.Less(t, i, 2000, "64 MiB written and the link never fell behind")
+			_, err := n.st.Set([]byte("k"+strconv.Itoa(i%100)), val, store.SetOptions{})
+			require.NoError(t, err)
+		}
+		st := statsOf(n.r)
+		require.Equal(t, "0", st["peer0:overflows"], "behind before MaxPending")
+		require.Equal(t, "262144", st["window_bytes"])
+		return n, fake
 	}
-	require.Less(t, waited, timeout, "released by the peer, not the timeout")
-	require.False(t, n.r.Behind())
-	st = statsOf(n.r)
-	require.Equal(t, "1", st["throttle_timeouts"])
-	require.Equal(t, "in_sync", st["peer0:state"])
-	require.Equal(t, "0", st["peer0:overflows"])
+
+	t.Run("released", func(t *testing.T) {
+		n, fake := behindPeer(t)
+		done := make(chan time.Duration, 1)
+		go func() {
+			start := time.Now()
+			n.r.Throttle()
+			done <- time.Since(start)
+		}()
+		const held = 100 * time.Millisecond
+		select {
+		case <-done:
+			t.Fatal("Throttle returned while the peer read nothing")
+		case <-time.After(held):
+		}
+		// It reads again: the writer catches up and the throttled go on.
+		close(fake.release)
+		var waited time.Duration
+		select {
+		case waited = <-done:
+		case <-time.After(syncWait):
+			t.Fatal("Throttle still waits after the peer read again")
+		}
+		require.GreaterOrEqual(t, waited, held)
+		require.Less(t, waited, timeout, "released by the peer, not the timeout")
+		require.False(t, n.r.Behind())
+		st := statsOf(n.r)
+		require.Equal(t, "1", st["throttled"])
+		require.Equal(t, "0", st["throttle_timeouts"])
+		require.Equal(t, "in_sync", st["peer0:state"])
+		require.Equal(t, "0", st["peer0:overflows"])
+	})
+
+	t.Run("stuck", func(t *testing.T) {
+		n, _ := behindPeer(t)
+		// The writer has not moved since it blocked in its write: within
+		// the timeout of that, writers go on; the link holds no one back
+		// any more, though its frames are still unsent.
+		start := time.Now()
+		n.r.Throttle()
+		require.Less(t, time.Since(start), timeout+prompt)
+		require.False(t, n.r.Behind(), "a stuck writer still holds writers back")
+		start = time.Now()
+		n.r.Throttle()
+		require.Less(t, time.Since(start), prompt, "only the first writer waits")
+		st := statsOf(n.r)
+		require.Equal(t, "1", st["throttled"])
+		require.Equal(t, "in_sync", st["peer0:state"], "no write waited for an ack")
+	})
 }
 
 // stays tells whether cond holds all through d.
@@ -898,6 +922,37 @@ func stays(cond func() bool, d time.Duration) bool {
 		}
 	}
 	return true
+}
+
+// TestBehindAccounting: what a cut-short write puts back keeps its resync
+// share (it does not count as live writes, for the window or MaxPending),
+// and a dead link is never behind, whatever its writer puts back.
+func TestBehindAccounting(t *testing.T) {
+	r, err := New(Config{Listen: "127.0.0.1:0", Peers: []string{"unused:1"}, MaxPending: 256 << 10})
+	require.NoError(t, err)
+	l := newLink(r, "unused:1")
+
+	require.True(t, l.pushResync(make([]byte, 200<<10)))
+	b, _ := l.take(0)
+	l.finish(b, 50<<10) // 150 KiB of the resync go back
+	require.False(t, l.behind.Load(), "resync frames counted as live")
+	l.mu.Lock()
+	require.Equal(t, 150<<10, l.resyncBytes)
+	l.mu.Unlock()
+	l.r.mu.Lock()
+	l.push(make([]byte, 150<<10), &frame{Seq: 1}, store.Item{})
+	l.r.mu.Unlock()
+	require.Zero(t, l.overflows.Load(), "150 KiB of live frames overflowed 256 KiB")
+	require.True(t, l.behind.Load(), "150 KiB live is past the 64 KiB window")
+	require.Equal(t, int32(1), r.nBehind.Load())
+
+	// The connection dies during a write that the socket took part of.
+	b, _ = l.take(0)
+	require.False(t, l.behind.Load())
+	l.die(errors.New("test"))
+	l.finish(b, 1)
+	require.False(t, l.behind.Load(), "a dead link is behind")
+	require.Zero(t, r.nBehind.Load())
 }
 
 // TestKickAfterDeadline: a kick long after the writer's last send (whose

@@ -232,14 +232,18 @@ func (r *Replicator) Throttle() {
 // from ever catching up (its backlog passes MaxPending, the link is
 // dropped and resynced again). An out-of-sync peer holds no one back: it
 // missed the timeout, and once its backlog passes MaxPending it resyncs.
+// Nor does one whose writer has not moved for the timeout (a peer that
+// stopped reading, until the write deadline drops it): otherwise every
+// write would wait the whole timeout meanwhile, not just the first.
 func (r *Replicator) behind() bool {
 	inSync, ahead := 0, 0
+	stuck := int64(time.Since(r.epoch) - r.cfg.Timeout)
 	for _, l := range r.links {
 		if st := l.state.Load(); st != stateInSync && st != stateResyncing {
 			continue
 		}
 		inSync++
-		if !l.behind.Load() {
+		if !l.behind.Load() || l.moved.Load() < stuck {
 			ahead++
 		}
 	}

@@ -184,6 +184,9 @@ func (c *conn) throttle() {
 		return // a datagram waits for its acks anyway; inline never replicates
 	}
 	c.flush()
+	if c.closing {
+		return // past the input bound (hold): closed at once, not after a wait
+	}
 	if !c.gate.paused {
 		c.setReading(false)
 	}
