@@ -332,10 +332,42 @@ func launchServer(t *testing.T, bin string, extra []string) (string, error) {
 // freePort returns a TCP port that was free a moment ago: listen on :0, close.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return freePorts(t, 1)[0]
+}
+
+// handedOut holds every port freePorts has returned in this test binary.
+// Tests run in parallel: a port one test found free and released before
+// its server bound it could otherwise be found free by another test, two
+// servers would try it, and the one that lost would exit while the
+// other's test talked to the winner (seen once in TestReplSecret).
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// freePorts returns n TCP ports that were free a moment ago, all distinct
+// and never returned before in this test binary: each is held until all
+// are found.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
+	}
+	ports := make([]int, 0, n)
+	for tries := 0; len(ports) < n; tries++ {
+		require.Less(t, tries, 1000, "no unused port found")
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer l.Close()
+		p := l.Addr().(*net.TCPAddr).Port
+		if !handedOut.ports[p] {
+			handedOut.ports[p] = true
+			ports = append(ports, p)
+		}
+	}
+	return ports
 }
 
 // lockedBuffer collects a server's output; the exec package writes to it

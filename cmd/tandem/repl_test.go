@@ -61,20 +61,6 @@ type replNode struct {
 	p        *proc
 }
 
-// freePorts returns n TCP ports that were free a moment ago, all distinct:
-// each is held until all are found.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		defer l.Close()
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports
-}
-
 // newReplGroup prepares (without starting) n nodes named a, b, c... that
 // list each other as peers, each with extra flags.
 func newReplGroup(t *testing.T, n int, extra ...string) []*replNode {
