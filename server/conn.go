@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -40,6 +41,7 @@ type conn struct {
 	// binary (UDP may answer it with more bytes than it received).
 	retrieval bool
 	fd        int // the socket, for writing replies; -1 if unknown
+	udpFd     int // a UDP pseudo-connection's socket, for -vv lines
 	// pfKeys holds the keys of a batch while they are prefetched; pfReq is
 	// the text parser's scratch for finding them, made when a connection
 	// first sends a batch (most never do: no need to carry one each).
@@ -97,6 +99,9 @@ type conn struct {
 	// casWrote is the CAS a compare-and-swap just stored, so that the
 	// reply can become EXISTS if a peer overrules it (see repl.go).
 	casWrote uint64
+	// vvNoReply is the reply noreply suppressed, kept at -vv only for
+	// logExchange, which shows it as memcached does.
+	vvNoReply string
 }
 
 func newConn(s *Server, nc netpoll.Connection) *conn {
@@ -291,6 +296,9 @@ func (c *conn) process(buf []byte) (pos, need int) {
 				c.closing = true
 				return len(buf), 0
 			}
+			if c.s.cfg.Protocol == ProtocolAuto && !c.udp && c.s.verbosity.Load() >= 2 {
+				fmt.Fprintf(c.s.cfg.Log, "%d: Client using the %s protocol\n", c.fd, protoName(c.binary))
+			}
 		}
 		if pos >= pf && (c.auth.ok || c.s.cfg.SASL == nil && c.s.cfg.AuthFile == nil) {
 			pf = pos + c.prefetch(buf[pos:])
@@ -406,19 +414,85 @@ func (c *conn) one(buf []byte) (used, want int) {
 		c.wrote(mark, nil)
 	}
 	if want == 0 && c.s.verbosity.Load() >= 2 {
-		c.logExchange(buf[:n], c.out[mark:])
+		var reply []byte
+		if mark <= len(c.out) { // else flushed on the way (a long dump)
+			reply = c.out[mark:]
+		}
+		c.logExchange(buf[:n], reply, err == nil)
 	}
 	return used, want
 }
 
-// logExchange writes a request line and the first line of its reply in
-// memcached's -vv format: "<fd command" and ">fd reply".
-func (c *conn) logExchange(line, reply []byte) {
-	line = bytes.TrimRight(line, "\r\n")
-	if i := bytes.Index(reply, []byte("\r\n")); i >= 0 {
-		reply = reply[:i]
+// logExchange writes a request line and what memcached 1.6.18's -vv shows
+// of its reply: "<fd command", then ">fd line" for a reply it writes as one
+// line, ">fd NOREPLY line" for one that noreply suppressed, ">fd sending
+// key k" for each hit of a get and ">fd END"; nothing for replies it builds
+// otherwise (stats, meta commands' results, quit).
+func (c *conn) logExchange(line, reply []byte, parsed bool) {
+	noReply := c.vvNoReply
+	c.vvNoReply = ""
+	fd := c.fd
+	if c.udp {
+		fd = c.udpFd
 	}
-	fmt.Fprintf(c.s.cfg.Log, "<%d %s\n>%d %s\n", c.fd, line, c.fd, reply)
+	b := fmt.Appendf(nil, "<%d %s\n", fd, bytes.TrimRight(line, "\r\n"))
+	first := reply
+	if i := bytes.Index(reply, []byte("\r\n")); i >= 0 {
+		first = reply[:i]
+	}
+	failed := bytes.HasPrefix(first, []byte("ERROR")) || bytes.HasPrefix(first, []byte("CLIENT_ERROR")) ||
+		bytes.HasPrefix(first, []byte("SERVER_ERROR"))
+	cmd := c.req.Cmd
+	switch {
+	case !parsed || failed:
+		b = fmt.Appendf(b, ">%d %s\n", fd, first)
+	case c.req.NoReply:
+		if noReply != "" {
+			b = fmt.Appendf(b, ">%d NOREPLY %s\n", fd, noReply)
+		}
+	case cmd >= protocol.CmdGet && cmd <= protocol.CmdGats:
+		for rest := reply; len(rest) > 0; {
+			l := rest
+			if i := bytes.Index(rest, []byte("\r\n")); i >= 0 {
+				l, rest = rest[:i], rest[i+2:]
+			} else {
+				rest = nil
+			}
+			if key, ok := bytes.CutPrefix(l, []byte("VALUE ")); ok {
+				if sp := bytes.IndexByte(key, ' '); sp >= 0 {
+					key = key[:sp]
+				}
+				b = fmt.Appendf(b, ">%d sending key %s\n", fd, key)
+				rest = skipValue(rest, l)
+			}
+		}
+		b = fmt.Appendf(b, ">%d END\n", fd)
+	case cmd == protocol.CmdMetaDebug && bytes.Equal(first, []byte("EN")), cmd == protocol.CmdMetaNoop:
+		b = fmt.Appendf(b, ">%d %s\n", fd, first)
+	case cmd >= protocol.CmdMetaGet, cmd == protocol.CmdQuit:
+	case cmd == protocol.CmdStats && (len(first) == 0 || bytes.HasPrefix(first, []byte("STAT ")) ||
+		bytes.HasPrefix(first, []byte("ITEM ")) || bytes.Equal(first, []byte("END"))):
+	case cmd == protocol.CmdLruCrawler && !bytes.HasPrefix(first, []byte("OK")):
+		// metadump streams its lines (or was flushed on the way).
+	default:
+		b = fmt.Appendf(b, ">%d %s\n", fd, first)
+	}
+	_, _ = c.s.cfg.Log.Write(b)
+}
+
+// skipValue passes over the data block of the VALUE line l (its byte count
+// is the third token) at the front of rest, so that a value holding "VALUE "
+// is not taken for another hit.
+func skipValue(rest, l []byte) []byte {
+	f := bytes.Fields(l)
+	if len(f) < 4 {
+		return rest
+	}
+	n, err := strconv.Atoi(string(f[3]))
+	if err != nil || n+2 > len(rest) {
+		return nil
+	}
+	return rest[n+2:]
 }
 
 // replyError answers a request that failed to parse.

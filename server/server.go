@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -246,6 +247,7 @@ func (s *Server) listen() error {
 			return fmt.Errorf("server: setting the mode of %s: %w", s.cfg.UnixSocket, err)
 		}
 		s.lns = append(s.lns, ln)
+		s.logListening(ln.Fd(), s.listenName())
 		return nil
 	}
 	for _, addr := range s.cfg.Listen {
@@ -254,6 +256,7 @@ func (s *Server) listen() error {
 			return fmt.Errorf("server: listening on %s: %w", addr, err)
 		}
 		s.lns = append(s.lns, ln)
+		s.logListening(ln.Fd(), s.listenName())
 		if s.cfg.UDPPort != 0 {
 			host, _, _ := net.SplitHostPort(addr)
 			uaddr := net.JoinHostPort(host, strconv.Itoa(s.cfg.UDPPort))
@@ -262,9 +265,40 @@ func (s *Server) listen() error {
 				return fmt.Errorf("server: listening on udp %s: %w", uaddr, err)
 			}
 			s.udp = append(s.udp, pc)
+			if sc, ok := pc.(syscall.Conn); ok {
+				if raw, err := sc.SyscallConn(); err == nil {
+					_ = raw.Control(func(fd uintptr) { s.logListening(int(fd), "udp") })
+				}
+			}
 		}
 	}
 	return nil
+}
+
+// logListening writes memcached's -vv line for a listening socket.
+func (s *Server) logListening(fd int, what string) {
+	if s.verbosity.Load() >= 2 {
+		fmt.Fprintf(s.cfg.Log, "<%d server listening (%s)\n", fd, what)
+	}
+}
+
+// listenName is how memcached's -vv names what a listener accepts.
+func (s *Server) listenName() string {
+	switch s.cfg.Protocol {
+	case ProtocolASCII:
+		return "ascii"
+	case ProtocolBinary:
+		return "binary"
+	}
+	return "auto-negotiate"
+}
+
+// protoName names a connection's protocol in memcached's -vv lines.
+func protoName(binary bool) string {
+	if binary {
+		return "binary"
+	}
+	return "ascii"
 }
 
 // UDPAddrs are the UDP addresses the server listens on.
@@ -419,7 +453,21 @@ func (s *Server) onPrepare(nc netpoll.Connection) context.Context {
 	if s.watch.wants(watchConnEvents) {
 		c.logConn(false)
 	}
+	if s.verbosity.Load() >= 2 {
+		// memcached's -vv lines for a connection's life.
+		switch s.cfg.Protocol {
+		case ProtocolASCII:
+			fmt.Fprintf(s.cfg.Log, "<%d new ascii client connection.\n", c.fd)
+		case ProtocolBinary:
+			fmt.Fprintf(s.cfg.Log, "<%d new binary client connection.\n", c.fd)
+		default:
+			fmt.Fprintf(s.cfg.Log, "<%d new auto-negotiating client connection\n", c.fd)
+		}
+	}
 	_ = nc.AddCloseCallback(func(netpoll.Connection) error {
+		if s.verbosity.Load() >= 2 {
+			fmt.Fprintf(s.cfg.Log, "<%d connection closed.\n", c.fd)
+		}
 		// Runs before netpoll's own callback closes the socket.
 		c.wmu.Lock()
 		c.gone = true

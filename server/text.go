@@ -89,6 +89,8 @@ func (c *conn) meta() {
 func (c *conn) reply(s string) {
 	if !c.req.NoReply {
 		c.out = protocol.AppendLine(c.out, s)
+	} else if c.s.verbosity.Load() >= 2 {
+		c.vvNoReply = s
 	}
 }
 
@@ -183,6 +185,8 @@ func (c *conn) arith() {
 		if !r.NoReply {
 			c.out = strconv.AppendUint(c.out, res.Value, 10)
 			c.out = append(c.out, protocol.CRLF...)
+		} else if c.s.verbosity.Load() >= 2 {
+			c.vvNoReply = strconv.FormatUint(res.Value, 10)
 		}
 	case store.ErrNotFound:
 		c.reply("NOT_FOUND")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 
 	"github.com/tandemcache/tandem/protocol"
 )
@@ -21,6 +22,11 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 	frame := make([]byte, protocol.UDPHeaderLen+protocol.UDPMaxPayload)
 	c := newConn(s, nil)
 	c.udp = true
+	if sc, ok := pc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			_ = raw.Control(func(fd uintptr) { c.udpFd = int(fd) })
+		}
+	}
 	for {
 		n, addr, err := pc.ReadFrom(buf)
 		if err != nil {

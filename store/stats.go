@@ -171,6 +171,15 @@ func (s *Store) OldestLive() uint32 {
 // NumClasses is the number of slab classes; they are numbered from 1.
 func (s *Store) NumClasses() int { return s.largest }
 
+// ClassSizes calls fn for every slab class in order with its chunk size and
+// how many chunks a page holds (memcached's -vv "slab class" lines).
+func (s *Store) ClassSizes(fn func(cls, chunk, perPage int)) {
+	for cls := 1; cls <= s.largest; cls++ {
+		size := s.slab.ChunkSize(cls)
+		fn(cls, size, max(1, s.slab.PageSize()/size))
+	}
+}
+
 // CountTooLarge counts a value the server refused as too large before it
 // reached the store (store_too_large).
 func (s *Store) CountTooLarge() { s.tooLarge.Add(1) }

@@ -846,3 +846,18 @@ func TestEvictRefStaleRaw(t *testing.T) {
 	require.ErrorIs(t, err, ErrNotFound, "a real raw chunk frees its item")
 	s.slab.Free(stale)
 }
+
+// TestClassSizes: every class once, in order, growing, with whole pages.
+func TestClassSizes(t *testing.T) {
+	s := newTestStore(t, Config{MemoryLimit: 64 << 20})
+	next, last := 1, 0
+	s.ClassSizes(func(cls, chunk, perPage int) {
+		require.Equal(t, next, cls)
+		require.Greater(t, chunk, last)
+		require.GreaterOrEqual(t, perPage, 1)
+		require.LessOrEqual(t, chunk*perPage, max(chunk, s.slab.PageSize()))
+		next, last = cls+1, chunk
+	})
+	require.Equal(t, s.NumClasses()+1, next)
+	require.Equal(t, s.ChunkMax(), last)
+}

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -198,6 +199,13 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 	defer cancel()
 	go clock.Run(ctx) // the store reads this clock; nothing else moves it
 	go st.Run(ctx)
+	if o.verbose > 1 {
+		var b []byte
+		st.ClassSizes(func(cls, chunk, perPage int) {
+			b = fmt.Appendf(b, "slab class %3d: chunk size %9d perslab %7d\n", cls, chunk, perPage)
+		})
+		_, _ = stderr.Write(b)
+	}
 
 	stop := make(chan bool, 1)
 	srvCfg := server.Config{
@@ -250,8 +258,16 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	var exiting atomic.Bool // memcached's -v says so when SIGTERM or SIGINT stops it
 	go func() {
-		<-sigs
+		sig := <-sigs
+		if sig == syscall.SIGUSR1 {
+			if o.verbose > 0 {
+				fmt.Fprintln(stderr, "Gracefully stopping")
+			}
+		} else {
+			exiting.Store(true)
+		}
 		stop <- true
 	}()
 	errc := make(chan error, 1)
@@ -276,6 +292,9 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 		sctx, scancel := context.WithTimeout(context.Background(), grace)
 		_ = srv.Shutdown(sctx)
 		scancel()
+		if exiting.Load() && o.verbose > 0 {
+			fmt.Fprintln(stderr, "Exiting normally")
+		}
 	}
 	return 0
 }
