@@ -169,6 +169,9 @@ func (c *conn) processBinary(buf []byte) (used, want int) {
 		used, want = c.binWrite(&r, buf, head, vlen)
 		if want == 0 {
 			c.wrote(mark, &r)
+			if c.s.repl.Behind() {
+				c.throttle() // the peers are far behind the writes
+			}
 		}
 		return used, want
 	}

@@ -313,9 +313,6 @@ func (c *conn) process(buf []byte) (pos, need int) {
 			return pos, want
 		}
 		pos += used
-		if c.s.repl != nil && len(c.replMarks) > 0 && c.s.repl.Behind() {
-			c.throttle() // the peers are far behind the writes
-		}
 		if count++; count%c.s.cfg.ReqsPerEvent == 0 {
 			// -R: let other connections run between long runs of one
 			// client's pipelined requests.
@@ -419,6 +416,9 @@ func (c *conn) one(buf []byte) (used, want int) {
 			reply = c.out[mark:]
 		}
 		c.logExchange(buf[:n], reply, err == nil)
+	}
+	if write && want == 0 && c.s.repl.Behind() {
+		c.throttle() // the peers are far behind the writes
 	}
 	return used, want
 }

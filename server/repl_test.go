@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -24,12 +25,13 @@ type replPair struct {
 // startReplicated starts a server whose store replicates to one in-process
 // peer, with the given write timeout, once the two are in sync.
 func startReplicated(t *testing.T, writeTimeout time.Duration) string {
-	return startReplPair(t, writeTimeout, 0).addr
+	return startReplPair(t, writeTimeout, 0, 0).addr
 }
 
-// startReplPair is startReplicated with the links' MaxPending (0: the
-// default), returning the replicator and the peer's store too.
-func startReplPair(t *testing.T, writeTimeout time.Duration, maxPending int) replPair {
+// startReplPair is startReplicated with the links' MaxPending and the
+// replication timeout (0: the defaults), returning the replicator and the
+// peer's store too.
+func startReplPair(t *testing.T, writeTimeout time.Duration, maxPending int, replTimeout time.Duration) replPair {
 	t.Helper()
 	addrs := make([]string, 2)
 	for i := range addrs {
@@ -42,7 +44,7 @@ func startReplPair(t *testing.T, writeTimeout time.Duration, maxPending int) rep
 	var nodeStore *store.Store
 	for i := range addrs {
 		r, err := replication.New(replication.Config{Listen: addrs[i], Peers: []string{addrs[1-i]},
-			NodeID: addrs[i], MaxPending: maxPending})
+			NodeID: addrs[i], MaxPending: maxPending, Timeout: replTimeout})
 		require.NoError(t, err)
 		st, err := store.New(store.Config{MemoryLimit: 64 << 20, Observer: r})
 		require.NoError(t, err)
@@ -108,14 +110,19 @@ func TestHeldRepliesReaderGone(t *testing.T) {
 	c.waitStat(t, "curr_connections", curr)
 }
 
+var be = binary.BigEndian
+
 // TestReplBackPressure: clients that pipeline large sets faster than the
-// peer applies them are held back (Replicator.Throttle), so the peer stays
+// peer applies them (text and binary) are held back (Replicator.Throttle), so the peer stays
 // in sync and every acknowledged write is on it. Without back-pressure the
 // node ran ahead of its acks until the link's backlog passed MaxPending,
 // the peer was dropped, and the rest of the writes were acknowledged
 // without it.
 func TestReplBackPressure(t *testing.T) {
-	p := startReplPair(t, 5*time.Second, 512<<10) // a window of 128 KiB
+	// A window of 128 KiB. A long timeout: under -race on a busy machine
+	// the peer may take long enough that a writer would be let go at the
+	// timeout (and the link overflow), which is not what this tests.
+	p := startReplPair(t, 5*time.Second, 512<<10, 10*time.Second)
 	const conns, sets = 4, 400
 	value := strings.Repeat("v", 16<<10)
 	errs := make(chan error, conns)
@@ -128,18 +135,39 @@ func TestReplBackPressure(t *testing.T) {
 				}
 				defer nc.Close()
 				_ = nc.SetDeadline(time.Now().Add(60 * time.Second))
-				var req strings.Builder
+				// Odd connections speak the binary protocol.
+				binary := c%2 == 1
+				var req []byte
 				for i := range sets {
-					fmt.Fprintf(&req, "set bp%d_%d 0 0 %d\r\n%s\r\n", c, i, len(value), value)
+					key := fmt.Sprintf("bp%d_%d", c, i)
+					if !binary {
+						req = fmt.Appendf(req, "set %s 0 0 %d\r\n%s\r\n", key, len(value), value)
+						continue
+					}
+					h := make([]byte, 24+8)
+					h[0], h[1], h[4] = 0x80, 0x01, 8 // SET, 8 bytes of extras (flags, exptime)
+					be.PutUint16(h[2:], uint16(len(key)))
+					be.PutUint32(h[8:], uint32(8+len(key)+len(value)))
+					be.PutUint32(h[12:], uint32(i))
+					req = append(append(append(req, h...), key...), value...)
 				}
 				sent := make(chan error, 1)
-				go func() { _, err := io.WriteString(nc, req.String()); sent <- err }()
-				want := strings.Repeat("STORED\r\n", sets)
+				go func() { _, err := nc.Write(req); sent <- err }()
+				want := []byte(strings.Repeat("STORED\r\n", sets))
+				if binary {
+					want = make([]byte, 24*sets)
+				}
 				got := make([]byte, len(want))
 				if _, err := io.ReadFull(nc, got); err != nil {
 					return fmt.Errorf("conn %d: %w", c, err)
 				}
-				if string(got) != want {
+				for i := 0; binary && i < sets; i++ {
+					r := got[24*i : 24*i+24]
+					if r[0] != 0x81 || r[1] != 0x01 || be.Uint16(r[6:]) != 0 || be.Uint32(r[12:]) != uint32(i) {
+						return fmt.Errorf("conn %d: reply %d: % x", c, i, r)
+					}
+				}
+				if !binary && string(got) != string(want) {
 					return fmt.Errorf("conn %d: replies %q...", c, got[:min(64, len(got))])
 				}
 				return <-sent
