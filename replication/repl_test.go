@@ -924,6 +924,57 @@ func stays(cond func() bool, d time.Duration) bool {
 	return true
 }
 
+// TestBehindRule: which peers hold writers back, by ack rule and state.
+func TestBehindRule(t *testing.T) {
+	type peer struct {
+		state  int32
+		behind bool
+		stuck  bool // its writer has not moved for the timeout
+	}
+	in, re, out, conn := stateInSync, stateResyncing, stateOutOfSync, stateConnecting
+	for _, tc := range []struct {
+		name  string
+		ack   AckRule
+		peers []peer
+		want  bool
+	}{
+		{"all: none behind", AckAll, []peer{{in, false, false}, {in, false, false}}, false},
+		{"all: one in sync behind", AckAll, []peer{{in, false, false}, {in, true, false}}, true},
+		{"all: one resyncing behind", AckAll, []peer{{re, true, false}, {in, false, false}}, true},
+		{"all: out of sync behind", AckAll, []peer{{out, true, false}, {in, false, false}}, false},
+		{"all: connecting behind", AckAll, []peer{{conn, true, false}}, false},
+		{"all: in sync behind, writer stuck", AckAll, []peer{{in, true, true}}, false},
+		{"all: resyncing behind, writer stuck", AckAll, []peer{{re, true, true}}, false},
+		{"quorum: one of two behind", AckQuorum, []peer{{in, true, false}, {in, false, false}}, false},
+		{"quorum: both behind", AckQuorum, []peer{{in, true, false}, {re, true, false}}, true},
+		{"quorum: the only one left behind", AckQuorum, []peer{{in, true, false}, {conn, false, false}}, true},
+		{"async: behind", AckAsync, []peer{{in, true, false}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var addrs []string
+			for i := range tc.peers {
+				addrs = append(addrs, "unused:"+strconv.Itoa(i+1))
+			}
+			r, err := New(Config{Listen: "127.0.0.1:0", Peers: addrs, Ack: tc.ack})
+			require.NoError(t, err)
+			now := int64(time.Since(r.epoch))
+			for i, p := range tc.peers {
+				l := r.links[i]
+				l.state.Store(p.state)
+				l.behind.Store(p.behind)
+				l.moved.Store(now) // its writer is moving
+				if p.stuck {
+					l.moved.Store(now - int64(2*r.cfg.Timeout))
+				}
+				if p.behind {
+					r.nBehind.Add(1)
+				}
+			}
+			require.Equal(t, tc.want, r.Behind())
+		})
+	}
+}
+
 // TestBehindAccounting: what a cut-short write puts back keeps its resync
 // share (it does not count as live writes, for the window or MaxPending),
 // and a dead link is never behind, whatever its writer puts back.
