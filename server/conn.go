@@ -480,9 +480,9 @@ func (c *conn) logExchange(line, reply []byte, parsed bool) {
 	_, _ = c.s.cfg.Log.Write(b)
 }
 
-// skipValue passes over the data block of the VALUE line l (its byte count
-// is the third token) at the front of rest, so that a value holding "VALUE "
-// is not taken for another hit.
+// skipValue passes over the data block of the VALUE line l ("VALUE key
+// flags bytes [cas]") at the front of rest, so that a value holding
+// "VALUE " is not taken for another hit.
 func skipValue(rest, l []byte) []byte {
 	f := bytes.Fields(l)
 	if len(f) < 4 {
