@@ -272,7 +272,19 @@ func parseLine(line []byte, r *Request) error {
 		if n != 5 && n != 6 {
 			return ErrUnknown
 		}
-		r.Cmd = map5[string(cmd)]
+		switch cmd[0] { // not a map: a lookup and a string hash per set
+		case 's':
+			r.Cmd = CmdSet
+		case 'r':
+			r.Cmd = CmdReplace
+		case 'p':
+			r.Cmd = CmdPrepend
+		default:
+			r.Cmd = CmdAdd
+			if cmd[1] == 'p' {
+				r.Cmd = CmdAppend
+			}
+		}
 		return parseStorage(r, t, false)
 	case "cas":
 		if n != 6 && n != 7 {
@@ -381,10 +393,6 @@ func parseLine(line []byte, r *Request) error {
 	}
 	r.Args = append(r.Args, t[1:]...)
 	return nil
-}
-
-var map5 = map[string]Command{
-	"set": CmdSet, "add": CmdAdd, "replace": CmdReplace, "append": CmdAppend, "prepend": CmdPrepend,
 }
 
 // keyArg takes noreply and the key (the second token) of a text command,
