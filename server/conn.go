@@ -41,7 +41,6 @@ type conn struct {
 	// binary (UDP may answer it with more bytes than it received).
 	retrieval bool
 	fd        int // the socket, for writing replies; -1 if unknown
-	udpFd     int // a UDP pseudo-connection's socket, for -vv lines
 	// pfKeys holds the keys of a batch while they are prefetched; pfReq is
 	// the text parser's scratch for finding them, made when a connection
 	// first sends a batch (most never do: no need to carry one each).
@@ -100,8 +99,11 @@ type conn struct {
 	// reply can become EXISTS if a peer overrules it (see repl.go).
 	casWrote uint64
 	// vvNoReply is the reply noreply suppressed, kept at -vv only for
-	// logExchange, which shows it as memcached does.
+	// logExchange, which shows it as memcached does; udpFd a UDP
+	// pseudo-connection's socket, which -vv lines name. (Last: the fields
+	// above are the hot ones.)
 	vvNoReply string
+	udpFd     int
 }
 
 func newConn(s *Server, nc netpoll.Connection) *conn {
