@@ -24,6 +24,9 @@ func FuzzTextServer(f *testing.F) {
 		"bogus\r\nget " + string(make([]byte, 300)) + "\r\nset k 0 0 -1\r\n",
 		"flush_all 0\r\nversion\r\nverbosity 1\r\nstats\r\nstats slabs\r\n",
 		"watch bogus\r\nwatch fetchers mutations\r\nget a\r\nwatch\r\n",
+		// -vv: every request is logged as memcached does (logExchange).
+		"verbosity 2\r\nset a 0 0 1 noreply\r\nx\r\nget a zz a\r\nincr a 1 noreply\r\nmn\r\nme a\r\nstats\r\n",
+		"verbosity 2\r\nset v 0 0 13\r\nVALUE v 0 1\r\n\r\nget v\r\nbogus\r\nverbosity 0\r\n",
 	} {
 		f.Add([]byte(s), uint8(0))
 		f.Add([]byte(s), uint8(7))
