@@ -268,24 +268,16 @@ func parseLine(line []byte, r *Request) error {
 	switch string(cmd) {
 	case "get", "gets", "gat", "gats":
 		return parseRetrieval(line, r)
-	case "set", "add", "replace", "append", "prepend":
-		if n != 5 && n != 6 {
-			return ErrUnknown
-		}
-		switch cmd[0] { // not a map: a lookup and a string hash per set
-		case 's':
-			r.Cmd = CmdSet
-		case 'r':
-			r.Cmd = CmdReplace
-		case 'p':
-			r.Cmd = CmdPrepend
-		default:
-			r.Cmd = CmdAdd
-			if cmd[1] == 'p' {
-				r.Cmd = CmdAppend
-			}
-		}
-		return parseStorage(r, t, false)
+	case "set":
+		return parseStore(r, t, CmdSet)
+	case "add":
+		return parseStore(r, t, CmdAdd)
+	case "replace":
+		return parseStore(r, t, CmdReplace)
+	case "append":
+		return parseStore(r, t, CmdAppend)
+	case "prepend":
+		return parseStore(r, t, CmdPrepend)
 	case "cas":
 		if n != 6 && n != 7 {
 			return ErrUnknown
@@ -409,6 +401,15 @@ func keyArg(r *Request, t [][]byte) error {
 
 // noreply: memcached looks only at the last token.
 func noreply(t [][]byte) bool { return string(t[len(t)-1]) == "noreply" }
+
+// parseStore parses set, add, replace, append and prepend as cmd.
+func parseStore(r *Request, t [][]byte, cmd Command) error {
+	if len(t) != 5 && len(t) != 6 {
+		return ErrUnknown
+	}
+	r.Cmd = cmd
+	return parseStorage(r, t, false)
+}
 
 // parseStorage follows memcached's process_update_command: errors in the
 // line are answered without reading the data block (which memcached then

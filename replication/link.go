@@ -160,6 +160,9 @@ func (l *link) checkBehind() {
 	}
 }
 
+// markMoved notes that the writer took or finished a write (behind).
+func (l *link) markMoved() { l.moved.Store(int64(time.Since(l.r.epoch))) }
+
 // stamp notes when buf, about to get a frame, became non-empty: how long
 // its oldest frame has waited is what kick looks at. l.mu held.
 func (l *link) stamp() {
@@ -180,11 +183,7 @@ func (l *link) dieLocked(err error) {
 		return
 	}
 	l.dead = true
-	if l.behind.Load() {
-		l.behind.Store(false) // not waited for any more
-		l.r.nBehind.Add(-1)
-		l.r.relieve()
-	}
+	l.checkBehind() // a dead link is waited for no more
 	if l.conn != nil {
 		l.conn.Close()
 	}
@@ -246,7 +245,7 @@ func (l *link) serve(conn net.Conn, br *bufio.Reader, peer string) {
 	l.conn, l.raw, l.peer, l.dead = conn, raw, peer, false
 	l.buf, l.sent, l.marker, l.marking, l.resyncBytes = l.buf[:0], l.sent[:0], 0, false, 0
 	l.checkBehind()
-	l.moved.Store(int64(time.Since(l.r.epoch)))
+	l.markMoved()
 	l.mu.Unlock()
 	l.ackedSeq.Store(0)
 	l.state.Store(stateResyncing)
@@ -339,7 +338,7 @@ func (l *link) take(wait time.Duration) (b []byte, dead bool) {
 	}
 	b = l.buf
 	l.takenResync, l.resyncBytes = l.resyncBytes, 0
-	l.moved.Store(int64(time.Since(l.r.epoch)))
+	l.markMoved()
 	l.buf, l.spare = l.spare[:0], nil
 	l.sent = append(l.sent, sentMark{seq: l.lastSeq, at: time.Now()})
 	l.writing = true
@@ -409,7 +408,7 @@ func (l *link) finish(b []byte, n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.writing = false
-	l.moved.Store(int64(time.Since(l.r.epoch)))
+	l.markMoved()
 	if n < len(b) {
 		rest := b[:copy(b, b[n:])]
 		l.buf, l.spare = append(rest, l.buf...), l.buf[:0]

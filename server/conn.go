@@ -453,25 +453,11 @@ func (c *conn) logExchange(line, reply []byte, parsed bool) {
 			b = fmt.Appendf(b, ">%d NOREPLY %s\n", fd, noReply)
 		}
 	case cmd >= protocol.CmdGet && cmd <= protocol.CmdGats:
-		for rest := reply; len(rest) > 0; {
-			l := rest
-			if i := bytes.Index(rest, []byte("\r\n")); i >= 0 {
-				l, rest = rest[:i], rest[i+2:]
-			} else {
-				rest = nil
-			}
-			if key, ok := bytes.CutPrefix(l, []byte("VALUE ")); ok {
-				if sp := bytes.IndexByte(key, ' '); sp >= 0 {
-					key = key[:sp]
-				}
-				b = fmt.Appendf(b, ">%d sending key %s\n", fd, key)
-				rest = skipValue(rest, l)
-			}
-		}
-		b = fmt.Appendf(b, ">%d END\n", fd)
+		b = appendSentKeys(b, fd, reply)
 	case cmd == protocol.CmdMetaDebug && bytes.Equal(first, []byte("EN")), cmd == protocol.CmdMetaNoop:
 		b = fmt.Appendf(b, ">%d %s\n", fd, first)
 	case cmd >= protocol.CmdMetaGet, cmd == protocol.CmdQuit:
+		// The other meta commands' results, and quit: nothing.
 	case cmd == protocol.CmdStats && (len(first) == 0 || bytes.HasPrefix(first, []byte("STAT ")) ||
 		bytes.HasPrefix(first, []byte("ITEM ")) || bytes.Equal(first, []byte("END"))):
 	case cmd == protocol.CmdLruCrawler && !bytes.HasPrefix(first, []byte("OK")):
@@ -480,6 +466,27 @@ func (c *conn) logExchange(line, reply []byte, parsed bool) {
 		b = fmt.Appendf(b, ">%d %s\n", fd, first)
 	}
 	_, _ = c.s.cfg.Log.Write(b)
+}
+
+// appendSentKeys appends a get's -vv lines: "sending key k" for each VALUE
+// in reply, then END.
+func appendSentKeys(b []byte, fd int, reply []byte) []byte {
+	for rest := reply; len(rest) > 0; {
+		l := rest
+		if i := bytes.Index(rest, []byte("\r\n")); i >= 0 {
+			l, rest = rest[:i], rest[i+2:]
+		} else {
+			rest = nil
+		}
+		if key, ok := bytes.CutPrefix(l, []byte("VALUE ")); ok {
+			if sp := bytes.IndexByte(key, ' '); sp >= 0 {
+				key = key[:sp]
+			}
+			b = fmt.Appendf(b, ">%d sending key %s\n", fd, key)
+			rest = skipValue(rest, l)
+		}
+	}
+	return fmt.Appendf(b, ">%d END\n", fd)
 }
 
 // skipValue passes over the data block of the VALUE line l ("VALUE key
@@ -612,7 +619,7 @@ func (c *conn) flush() {
 		// its side, as one that sends its last requests and then reads
 		// its replies does.) netpoll closes the socket only once the
 		// handler returns, so it stays this client's.
-		c.setReading(false)
+		c.pauseReading()
 		if !c.writeWithin(b) {
 			c.closing = true
 		}

@@ -77,6 +77,14 @@ func (c *conn) paced() bool {
 	return c.fd >= 0 && c.gate.known && !c.inline
 }
 
+// pauseReading takes c's socket out of its poller's read interest, if it
+// is not already.
+func (c *conn) pauseReading() {
+	if !c.gate.paused {
+		c.setReading(false)
+	}
+}
+
 // resumeReading puts c's socket back in its poller's read interest before
 // the handler waits for input or returns.
 func (c *conn) resumeReading() {

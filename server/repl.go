@@ -180,16 +180,14 @@ func (c *conn) hold() bool {
 // write, not every batch: one batch may hold a MiB of sets, more than the
 // links' whole bound on a small one.
 func (c *conn) throttle() {
-	if c.udp || c.inline {
-		return // a datagram waits for its acks anyway; inline never replicates
+	if c.udp {
+		return // a datagram waits for its acks anyway
 	}
 	c.flush()
 	if c.closing {
 		return // past the input bound (hold): closed at once, not after a wait
 	}
-	if !c.gate.paused {
-		c.setReading(false)
-	}
+	c.pauseReading()
 	c.s.repl.Throttle()
 }
 

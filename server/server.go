@@ -265,11 +265,7 @@ func (s *Server) listen() error {
 				return fmt.Errorf("server: listening on udp %s: %w", uaddr, err)
 			}
 			s.udp = append(s.udp, pc)
-			if sc, ok := pc.(syscall.Conn); ok {
-				if raw, err := sc.SyscallConn(); err == nil {
-					_ = raw.Control(func(fd uintptr) { s.logListening(int(fd), "udp") })
-				}
-			}
+			s.logListening(packetFd(pc), "udp")
 		}
 	}
 	return nil
@@ -280,6 +276,17 @@ func (s *Server) logListening(fd int, what string) {
 	if s.verbosity.Load() >= 2 {
 		fmt.Fprintf(s.cfg.Log, "<%d server listening (%s)\n", fd, what)
 	}
+}
+
+// packetFd is a UDP socket's descriptor, for -vv lines; -1 if unknown.
+func packetFd(pc net.PacketConn) int {
+	fd := -1
+	if sc, ok := pc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			_ = raw.Control(func(f uintptr) { fd = int(f) })
+		}
+	}
+	return fd
 }
 
 // listenName is how memcached's -vv names what a listener accepts.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"syscall"
 
 	"github.com/tandemcache/tandem/protocol"
 )
@@ -21,12 +20,7 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 	buf := make([]byte, 64<<10)
 	frame := make([]byte, protocol.UDPHeaderLen+protocol.UDPMaxPayload)
 	c := newConn(s, nil)
-	c.udp = true
-	if sc, ok := pc.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			_ = raw.Control(func(fd uintptr) { c.udpFd = int(fd) })
-		}
-	}
+	c.udp, c.udpFd = true, packetFd(pc)
 	for {
 		n, addr, err := pc.ReadFrom(buf)
 		if err != nil {

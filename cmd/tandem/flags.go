@@ -160,11 +160,6 @@ func parseArgs(args []string, errOut io.Writer) (*options, error) {
 	if o.help || o.version || o.license {
 		return o, nil
 	}
-	pending, err := parseSize(fs.Lookup("repl-max-pending").Value.String(), 1)
-	if err != nil || pending < 64<<10 || pending > 1<<40 {
-		return nil, fmt.Errorf("tandem: bad --repl-max-pending %q: from 64k to 1024g", fs.Lookup("repl-max-pending").Value.String())
-	}
-	o.replMaxPending = pending
 	if err := o.checkReplication(); err != nil {
 		return nil, err
 	}
@@ -183,6 +178,9 @@ func parseArgs(args []string, errOut io.Writer) (*options, error) {
 		return nil, fmt.Errorf("tandem: bad -I %q: from 1k to 1024m", get("max-item-size"))
 	}
 	o.itemMax = int(item)
+	if o.replMaxPending, err = parseSize(get("repl-max-pending"), 1); err != nil || o.replMaxPending < 64<<10 || o.replMaxPending > 1<<40 {
+		return nil, fmt.Errorf("tandem: bad --repl-max-pending %q: from 64k to 1024g", get("repl-max-pending"))
+	}
 	m, err := strconv.ParseUint(get("unix-mask"), 8, 32)
 	if err != nil {
 		return nil, fmt.Errorf("tandem: bad -a %q: an octal mask", get("unix-mask"))
