@@ -252,15 +252,40 @@ func (c *conn) serveDetached(done chan struct{}) {
 		if c.closing {
 			c.markClose()
 			c.closeExternal()
+		} else {
+			c.readDetached(true)
 		}
 		c.detached.Store(false)
 		close(done)
 	}()
 	growStack4K()
+	// Read no more of the client's requests meanwhile, as a handler on
+	// the pool does while a socket is full (flush): netpoll would buffer
+	// whatever the client sends for as long as the write takes.
+	c.readDetached(false)
 	if !c.closing && len(c.partial) > 0 && len(c.partial) >= c.pneed {
 		c.runPartial() // its replies go after what c.out holds
 	} else {
 		c.flush()
+	}
+}
+
+// readDetached pauses or resumes reading the socket from the detached
+// goroutine (pace.go). netpoll does not know that goroutine runs and may
+// close the socket under it: under wmu, and only while the close callback
+// has not marked the connection gone, the socket is still this client's.
+// The tasks that netpoll starts meanwhile wait (waitDetached) and find
+// reading as it was left here.
+func (c *conn) readDetached(on bool) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.gone {
+		return
+	}
+	if on {
+		c.resumeReading()
+	} else {
+		c.pauseReading()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,4 +160,65 @@ func TestInlineHandlers(t *testing.T) {
 func ioReadFull(c *client, b []byte) (int, error) {
 	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
 	return io.ReadFull(c.r, b)
+}
+
+// A connection handed to a goroutine of its own because the client does
+// not take its replies must stop reading, as a handler on the pool does
+// (pace.go): otherwise netpoll keeps buffering whatever the client sends
+// for as long as the write timeout, and the connection is dropped once that
+// passes its input bound.
+func TestDetachedPausesReading(t *testing.T) {
+	addr, log := startServer(t, server.Config{LowLatency: true, MaxInput: 2 << 20})
+	t.Cleanup(func() { require.Empty(t, log.String()) })
+	c := mustDial(t, addr)
+	value := strings.Repeat("v", 1000_000)
+	require.NoError(t, c.roundTrip(fmt.Sprintf("set big 0 0 %d\r\n%s\r\n", len(value), value), "STORED\r\n"))
+
+	// One small batch, run on the poller, whose 8 MB reply the socket
+	// cannot take: the rest goes to a detached goroutine.
+	const bigs = 8
+	require.NoError(t, c.send([]byte("get"+strings.Repeat(" big", bigs)+"\r\n")))
+	// Then 28 MiB of misses (long keys: few requests) while the client
+	// reads nothing. With reading paused, TCP soon holds the sender back;
+	// without, the server takes it all into memory.
+	miss := "get " + strings.Repeat("k", 250) + "\r\n"
+	misses := (28 << 20) / len(miss)
+	flood := []byte(strings.Repeat(miss, misses))
+	require.NoError(t, c.Conn.(*net.TCPConn).SetWriteBuffer(64<<10))
+	var wrote atomic.Int64
+	sent := make(chan error, 1)
+	go func() {
+		_ = c.SetWriteDeadline(time.Now().Add(ioTimeout))
+		var err error
+		for b := flood; len(b) > 0 && err == nil; {
+			var n int
+			n, err = c.Write(b[:min(len(b), 64<<10)])
+			wrote.Add(int64(n))
+			b = b[n:]
+		}
+		sent <- err
+	}()
+	// Until the writer has been stuck for 200 ms, or 2 s have passed.
+	for last, since, deadline := int64(-1), time.Now(), time.Now().Add(2*time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if w := wrote.Load(); w != last {
+			last, since = w, time.Now()
+		} else if time.Since(since) > 200*time.Millisecond {
+			break
+		}
+	}
+	t.Logf("written before the client read: %d of %d bytes", wrote.Load(), len(flood))
+	require.Less(t, wrote.Load(), int64(len(flood)/2), "the server read on while its replies waited")
+
+	want := "VALUE big 0 1000000\r\n" + value + "\r\n"
+	got := make([]byte, 0, len(want))
+	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+	for range bigs {
+		got = got[:len(want)]
+		_, err := io.ReadFull(c.r, got)
+		require.NoError(t, err)
+		require.Equal(t, want, string(got))
+	}
+	require.NoError(t, c.expect([]byte("END\r\n"+strings.Repeat("END\r\n", misses))))
+	require.NoError(t, <-sent)
+	require.NoError(t, c.roundTrip("mn\r\n", "MN\r\n"))
 }
