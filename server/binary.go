@@ -193,6 +193,9 @@ func (c *conn) binWrite(r *binRequest, buf []byte, head, vlen int) (used, want i
 			if r.op == protocol.OpSet {
 				// As memcached (and text set): a failed set leaves no
 				// stale value behind.
+				if c.s.watch.wants(watchFetchers) {
+					c.logLookup(r.Key)
+				}
 				_ = c.s.store.Delete(r.Key, store.DeleteOptions{})
 			}
 			c.binError(r, protocol.StatusTooLarge)
@@ -258,6 +261,9 @@ func (c *conn) binStore(r *binRequest, flags uint32) {
 		o.Mode = store.ModeCAS
 	}
 	c.s.detail.record(r.Key, detailSet, false)
+	if c.s.watch.wants(watchFetchers) {
+		c.logLookup(r.Key)
+	}
 	cas, err := c.s.store.Set(r.Key, r.Value, o)
 	if o.Mode == store.ModeCAS && err == nil {
 		c.casWrote = cas
@@ -296,6 +302,9 @@ func (c *conn) binRun(r *binRequest) {
 		c.binGet(r)
 	case protocol.OpDelete:
 		c.s.detail.record(r.Key, detailDel, false)
+		if c.s.watch.wants(watchFetchers) {
+			c.logLookup(r.Key)
+		}
 		switch c.s.store.Delete(r.Key, store.DeleteOptions{CAS: r.CAS}) {
 		case nil:
 			c.binOK(r, 0)
@@ -337,11 +346,14 @@ func (c *conn) binGet(r *binRequest) {
 	if r.op == protocol.OpTouch || r.op == protocol.OpGAT || r.op == protocol.OpGATK {
 		o.Touch, o.Exptime = true, int64(binary.BigEndian.Uint32(r.Extras))
 	}
+	if c.s.watch.wants(watchFetchers) {
+		o.Miss = &c.miss
+	}
 	found := false
 	err := c.s.store.Get(r.Key, o, func(it store.Item) {
 		found = true
 		if c.s.watch.wants(watchFetchers) {
-			c.logFetch(it.Key(), true, it.Class(), it.Len())
+			c.logFetch(it.Key(), "found", it.Class(), it.Len())
 		}
 		withKey := r.op == protocol.OpGetK || r.op == protocol.OpGATK
 		vlen := it.Len()
@@ -363,7 +375,7 @@ func (c *conn) binGet(r *binRequest) {
 	})
 	c.s.detail.record(r.Key, detailGet, found)
 	if !found && c.s.watch.wants(watchFetchers) {
-		c.logFetch(r.Key, false, 0, 0)
+		c.logMiss(r.Key, o.Miss)
 	}
 	if found || err == nil || r.quiet {
 		return
@@ -387,7 +399,13 @@ func (c *conn) binArith(r *binRequest) {
 	if exp != noAutoCreate {
 		o.Vivify, o.Initial, o.VivifyExptime = true, binary.BigEndian.Uint64(e[8:]), int64(exp)
 	}
+	if c.s.watch.wants(watchFetchers) {
+		c.logLookup(r.Key)
+	}
 	res, err := c.s.store.Arith(r.Key, o)
+	if res.Created {
+		c.logCreated(r.Key, res.Value, o.VivifyExptime)
+	}
 	switch err {
 	case nil:
 		if !r.quiet {

@@ -104,6 +104,7 @@ type conn struct {
 	// above are the hot ones.)
 	vvNoReply string
 	udpFd     int
+	miss      store.Miss // why a watched read missed (store.GetOptions.Miss)
 }
 
 func newConn(s *Server, nc netpoll.Connection) *conn {
@@ -546,6 +547,9 @@ func (c *conn) storage(buf []byte, n int) (used, want int) {
 		// memcached drops the old value so a failed set leaves no stale
 		// data (for ms in any mode, for text only for set).
 		if r.Cmd == protocol.CmdSet || r.Cmd == protocol.CmdMetaSet {
+			if c.s.watch.wants(watchFetchers) {
+				c.logLookup(r.Key)
+			}
 			_ = c.s.store.Delete(r.Key, store.DeleteOptions{})
 		}
 	}

@@ -62,11 +62,15 @@ func (c *conn) metaGet() {
 		Vivify: m.Vivify, VivifyExptime: m.VivifyTTL,
 		Recache: m.Recache, RecacheExptime: m.RecacheTTL,
 	}
+	watching := c.s.watch.wants(watchFetchers)
+	if watching {
+		opts.Miss = &c.miss
+	}
 	if err := c.s.store.Get(r.Key, opts, c.metaHit); err == nil {
 		return
 	}
-	if c.s.watch.wants(watchFetchers) {
-		c.logFetch(r.Key, false, 0, 0)
+	if watching {
+		c.logMiss(r.Key, opts.Miss)
 	}
 	if m.Quiet {
 		return
@@ -79,7 +83,7 @@ func (c *conn) metaGet() {
 // appendMetaHit is the store callback of mg.
 func (c *conn) appendMetaHit(it store.Item) {
 	if c.s.watch.wants(watchFetchers) {
-		c.logFetch(it.Key(), true, it.Class(), it.Len())
+		c.logFetch(it.Key(), "found", it.Class(), it.Len())
 	}
 	m := &c.req.Meta
 	if m.Value {
@@ -170,6 +174,9 @@ func (c *conn) metaSet(value []byte) {
 	}
 	// ms N (autovivify on append) is documented, but memcached 1.6.18
 	// answers NS: so does Tandem.
+	if c.s.watch.wants(watchFetchers) {
+		c.logLookup(r.Key)
+	}
 	cas, err := c.s.store.Set(r.Key, value, o)
 	if m.HasCAS && err == nil {
 		c.casWrote = cas
@@ -213,6 +220,9 @@ func (c *conn) metaDelete() {
 	if m.HasCAS {
 		o.CAS = m.CAS
 	}
+	if c.s.watch.wants(watchFetchers) {
+		c.logLookup(r.Key)
+	}
 	switch c.s.store.Delete(r.Key, o) {
 	case nil:
 		if m.Quiet {
@@ -240,7 +250,13 @@ func (c *conn) metaArith() {
 	if m.HasCAS {
 		o.CAS = m.CAS
 	}
+	if c.s.watch.wants(watchFetchers) {
+		c.logLookup(r.Key)
+	}
 	res, err := c.s.store.Arith(r.Key, o)
+	if res.Created {
+		c.logCreated(r.Key, res.Value, 0) // memcached sets the TTL after
+	}
 	switch err {
 	case nil:
 	case store.ErrNotFound:
@@ -293,6 +309,9 @@ func (c *conn) metaArith() {
 // metaDebug answers "me": the item's metadata without touching it.
 func (c *conn) metaDebug() {
 	r := &c.req
+	if c.s.watch.wants(watchFetchers) {
+		c.logLookup(r.Key)
+	}
 	found := false
 	_ = c.s.store.Get(r.Key, store.GetOptions{Peek: true}, func(it store.Item) {
 		found = true

@@ -18,6 +18,9 @@ func (c *conn) dispatch() {
 		c.arith()
 	case protocol.CmdDelete:
 		c.s.detail.record(r.Key, detailDel, false)
+		if c.s.watch.wants(watchFetchers) {
+			c.logLookup(r.Key)
+		}
 		switch c.s.store.Delete(r.Key, store.DeleteOptions{}) {
 		case nil:
 			c.reply("DELETED")
@@ -25,6 +28,9 @@ func (c *conn) dispatch() {
 			c.reply("NOT_FOUND")
 		}
 	case protocol.CmdTouch:
+		if c.s.watch.wants(watchFetchers) {
+			c.logLookup(r.Key)
+		}
 		if c.s.store.Touch(r.Key, r.Exptime) == nil {
 			c.reply("TOUCHED")
 		} else {
@@ -101,6 +107,9 @@ func (c *conn) retrieve() {
 	if r.Cmd == protocol.CmdGat || r.Cmd == protocol.CmdGats {
 		opts.Touch, opts.Exptime = true, r.Exptime
 	}
+	if c.s.watch.wants(watchFetchers) {
+		opts.Miss = &c.miss
+	}
 	mark := len(c.out)
 	for i, k := range r.Keys {
 		if i%store.PrefetchMax == 0 && len(r.Keys)-i > 1 {
@@ -120,7 +129,7 @@ func (c *conn) retrieve() {
 		err := c.s.store.Get(k, opts, c.hit)
 		c.s.detail.record(k, detailGet, err == nil)
 		if err != nil && c.s.watch.wants(watchFetchers) {
-			c.logFetch(k, false, 0, 0)
+			c.logMiss(k, opts.Miss)
 		}
 	}
 	c.out = append(c.out, "END\r\n"...)
@@ -129,7 +138,7 @@ func (c *conn) retrieve() {
 // appendHit is the store callback of get, gets, gat and gats.
 func (c *conn) appendHit(it store.Item) {
 	if c.s.watch.wants(watchFetchers) {
-		c.logFetch(it.Key(), true, it.Class(), it.Len())
+		c.logFetch(it.Key(), "found", it.Class(), it.Len())
 	}
 	c.out = protocol.AppendValueHeader(c.out, it.Key(), it.Flags, it.Len(), it.CAS, c.withCAS)
 	c.out = it.AppendValue(c.out)
@@ -148,6 +157,9 @@ var storeModes = [...]store.Mode{
 func (c *conn) textStore(value []byte) {
 	r := &c.req
 	c.s.detail.record(r.Key, detailSet, false)
+	if c.s.watch.wants(watchFetchers) {
+		c.logLookup(r.Key)
+	}
 	cas, err := c.s.store.Set(r.Key, value, store.SetOptions{
 		Mode: storeModes[r.Cmd], Flags: r.Flags, Exptime: r.Exptime, CAS: r.CAS,
 	})
@@ -179,6 +191,9 @@ func storeReply(err error) string {
 
 func (c *conn) arith() {
 	r := &c.req
+	if c.s.watch.wants(watchFetchers) {
+		c.logLookup(r.Key)
+	}
 	res, err := c.s.store.Arith(r.Key, store.ArithOptions{Decr: r.Cmd == protocol.CmdDecr, Delta: r.Delta})
 	switch err {
 	case nil:

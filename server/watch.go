@@ -227,23 +227,64 @@ func appendField(b []byte, name string, v int64) []byte {
 	return strconv.AppendInt(b, v, 10)
 }
 
-// logFetch logs a lookup of key by a read command: found with the item's
-// class and size, or not.
-func (c *conn) logFetch(key []byte, found bool, cls, size int) {
+// logFetch logs a lookup of key: found with the item's class and size, or
+// why not (missStatus).
+func (c *conn) logFetch(key []byte, status string, cls, size int) {
 	h := &c.s.watch
 	var a [384]byte
 	b := h.start(a[:0])
 	b = append(b, " type=item_get key="...)
 	b = appendURIEncoded(b, key)
-	if found {
-		b = append(b, " status=found"...)
-	} else {
-		b = append(b, " status=not_found"...)
-	}
+	b = append(b, " status="...)
+	b = append(b, status...)
 	b = appendField(b, "clsid", int64(cls))
 	b = appendField(b, "cfd", int64(c.fd))
 	b = appendField(b, "size", int64(size))
 	h.emit(watchFetchers, append(b, '\n'))
+}
+
+// logMiss logs a read's miss of key; why is set when the lookup was told
+// to say why (store.GetOptions.Miss), which it is while fetchers are
+// watched.
+func (c *conn) logMiss(key []byte, why *store.Miss) {
+	status := "not_found"
+	if why != nil {
+		switch *why {
+		case store.MissExpired:
+			status = "expired"
+		case store.MissFlushed:
+			status = "flushed"
+		}
+	}
+	c.logFetch(key, status, 0, 0)
+}
+
+// logLookup logs the lookup of key that a write command makes before it
+// changes the item, as memcached logs one from every command that looks a
+// key up (its do_item_get): the item as it was, or why there was none. It
+// looks the key up once more, so it runs only while fetchers are watched.
+func (c *conn) logLookup(key []byte) {
+	var why store.Miss
+	found := false
+	_ = c.s.store.Get(key, store.GetOptions{Peek: true, Miss: &why}, func(it store.Item) {
+		found = true
+		c.logFetch(it.Key(), "found", it.Class(), it.Len())
+	})
+	if !found {
+		c.logMiss(key, &why)
+	}
+}
+
+// logCreated logs what memcached logs when an incr or decr creates the
+// missing item (binary, or meta with N): a second lookup, and an add.
+func (c *conn) logCreated(key []byte, value uint64, exptime int64) {
+	if c.s.watch.wants(watchFetchers) {
+		c.logMiss(key, nil)
+	}
+	if c.s.watch.wants(watchMutations) {
+		var digits [20]byte
+		c.logStore(key, store.ModeAdd, nil, 0, exptime, len(strconv.AppendUint(digits[:0], value, 10)))
+	}
 }
 
 // storeCmds names the store modes as memcached's item_store lines do.
@@ -281,6 +322,9 @@ func (c *conn) logStore(key []byte, mode store.Mode, err error, flags uint32, ex
 	if err == nil && (mode == store.ModeAppend || mode == store.ModePrepend) {
 		// memcached names the item made, not the data sent.
 		_ = c.s.store.Get(key, store.GetOptions{Peek: true}, func(it store.Item) { cls, size = it.Class(), it.Len() })
+	}
+	if err == store.ErrTooLarge {
+		size = 0 // memcached names no item: none was made
 	}
 	var a [384]byte
 	b := h.start(a[:0])

@@ -1865,3 +1865,47 @@ func TestSemTouchIsNotAGet(t *testing.T) {
 		})
 	}
 }
+
+// A lookup told to say why it missed (GetOptions.Miss, for watch's
+// item_get lines) names what it removed, as memcached's do_item_get does.
+func TestSemMissReason(t *testing.T) {
+	tests := []struct {
+		name string
+		prep func(s *store.Store, clk *store.Clock)
+		want store.Miss
+	}{
+		{"absent", func(*store.Store, *store.Clock) {}, store.MissAbsent},
+		{"expired", func(s *store.Store, clk *store.Clock) {
+			_, _ = s.Set([]byte("k"), []byte("v"), store.SetOptions{Exptime: 10})
+			clk.Set(semBase + 10)
+		}, store.MissExpired},
+		{"flushed, older than the flush's second", func(s *store.Store, clk *store.Clock) {
+			_, _ = s.Set([]byte("k"), []byte("v"), store.SetOptions{})
+			clk.Set(semBase + 5)
+			s.FlushAll(0)
+		}, store.MissFlushed},
+		// memcached removes these at the flush itself: they are absent.
+		{"flushed in the second it was written", func(s *store.Store, clk *store.Clock) {
+			_, _ = s.Set([]byte("k"), []byte("v"), store.SetOptions{})
+			s.FlushAll(0)
+		}, store.MissAbsent},
+		{"delayed flush once it takes effect", func(s *store.Store, clk *store.Clock) {
+			_, _ = s.Set([]byte("k"), []byte("v"), store.SetOptions{})
+			s.FlushAll(5)
+			clk.Set(semBase + 6)
+		}, store.MissFlushed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, clk := newSemStore(t, store.Config{})
+			tc.prep(s, clk)
+			why := store.Miss(255)
+			err := s.Get([]byte("k"), store.GetOptions{Miss: &why}, func(store.Item) {})
+			require.ErrorIs(t, err, store.ErrNotFound)
+			require.Equal(t, tc.want, why)
+			// Asked again, the item is gone.
+			require.ErrorIs(t, s.Get([]byte("k"), store.GetOptions{Miss: &why}, func(store.Item) {}), store.ErrNotFound)
+			require.Equal(t, store.MissAbsent, why)
+		})
+	}
+}

@@ -454,23 +454,31 @@ func (s *Store) isFlushed(h *head, now uint32) bool {
 func expired(h *head, now uint32) bool { return h.exp != 0 && h.exp <= now }
 
 // live finds key and checks it is neither expired nor flushed; a dead item
-// is removed on the spot (lazy expiry). sh.mu held.
-func (s *Store) live(sh *shard, key []byte, h32 uint32, now uint32) (int, slab.Ref, head) {
+// is removed on the spot (lazy expiry), and miss says which it was. sh.mu
+// held.
+func (s *Store) live(sh *shard, key []byte, h32 uint32, now uint32) (int, slab.Ref, head, Miss) {
 	slot, r := s.find(sh, key, h32)
 	if r == 0 {
-		return -1, 0, head{}
+		return -1, 0, head{}, MissAbsent
 	}
 	h := s.readHead(r)
+	miss := MissAbsent
 	switch {
 	case s.isFlushed(&h, now):
 		sh.c.getFlushed++
+		if h.time < s.oldestLive.Load() {
+			// memcached removes the items of the flush's own second at
+			// once (they are absent); older ones it finds flushed.
+			miss = MissFlushed
+		}
 	case expired(&h, now):
 		sh.c.getExpired++
+		miss = MissExpired
 	default:
-		return slot, r, h
+		return slot, r, h, MissAbsent
 	}
 	s.remove(sh, slot, r, &h)
-	return -1, 0, head{}
+	return -1, 0, head{}, miss
 }
 
 // itemSize is the memory an item takes in its chunks.
@@ -663,7 +671,7 @@ func (s *Store) Set(key, value []byte, o SetOptions) (uint64, error) {
 }
 
 func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp, now uint32) (uint64, error) {
-	slot, old, oh := s.live(sh, key, h32, now)
+	slot, old, oh, _ := s.live(sh, key, h32, now)
 	flags := o.Flags
 	stale := false
 	var tokenBits uint8
@@ -926,7 +934,19 @@ type GetOptions struct {
 	// RecacheExptime and no token was sent yet (meta R).
 	Recache        bool
 	RecacheExptime int64
+	// Miss, when set, is told why a lookup found nothing (watch's
+	// item_get lines name it).
+	Miss *Miss
 }
+
+// Miss is why a lookup found no item.
+type Miss uint8
+
+const (
+	MissAbsent  Miss = iota // no item for the key
+	MissExpired             // its item had expired, and was removed
+	MissFlushed             // its item was older than a flush_all's second, and was removed
+)
 
 // Get calls fn with the item for key, or returns ErrNotFound. fn runs with
 // the key's shard locked: it should copy what it needs and return.
@@ -938,7 +958,7 @@ func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
 	now := s.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	_, r, h := s.live(sh, key, h32, now)
+	_, r, h, miss := s.live(sh, key, h32, now)
 	if !o.Peek {
 		// As memcached: a touching read (touch, gat, mg T) is a touch
 		// command, not a get.
@@ -956,6 +976,9 @@ func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
 			} else {
 				sh.c.getMisses++
 			}
+		}
+		if o.Miss != nil {
+			*o.Miss = miss
 		}
 		if !o.Vivify {
 			return ErrNotFound
@@ -1044,7 +1067,7 @@ func (s *Store) Delete(key []byte, o DeleteOptions) error {
 	now := s.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	slot, r, h := s.live(sh, key, h32, now)
+	slot, r, h, _ := s.live(sh, key, h32, now)
 	if r == 0 {
 		sh.c.deleteMisses++
 		return ErrNotFound
@@ -1125,7 +1148,7 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 	now := s.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	slot, r, h := s.live(sh, key, h32, now)
+	slot, r, h, _ := s.live(sh, key, h32, now)
 	var buf [20]byte
 	if r == 0 {
 		if !o.Vivify {
@@ -1314,7 +1337,7 @@ func (s *Store) ApplyDelete(key []byte, cas uint64) bool {
 	now := s.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	slot, r, h := s.live(sh, key, h32, now)
+	slot, r, h, _ := s.live(sh, key, h32, now)
 	if r != 0 && h.cas >= cas {
 		return false
 	}
