@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"slices"
 	"strconv"
 	"testing"
@@ -223,6 +224,9 @@ func FuzzBinaryServer(f *testing.F) {
 	f.Add(binPkt(0x45, "abc", nil, "xyz", 0), uint8(2))
 	f.Add(binPkt(protocol.OpAppend, "k", nil, "tail", 5), uint8(0))
 	f.Add(binPkt(protocol.OpGAT, "k", []byte{0, 0, 0, 1}, "", 0), uint8(0))
+	// chunk's top bit turns on -vv: every request is logged (logBinary).
+	f.Add(append(binPkt(protocol.OpIncrement, "n", make([]byte, 20), "", 1), binPkt(protocol.OpGetK, "zz", nil, "", 0)...), uint8(0x80))
+	f.Add(append(binPkt(protocol.OpSet, "k", binFlags, "v", 0), binPkt(0x45, "abc", nil, "xyz", 0)...), uint8(0x83))
 	st, err := store.New(store.Config{MemoryLimit: 8 << 20, ItemSizeMax: 4 << 10})
 	require.NoError(f, err)
 	defer st.Close()
@@ -233,7 +237,11 @@ func FuzzBinaryServer(f *testing.F) {
 		data[0] = protocol.BinaryRequestMagic // a binary connection
 		c := binTestConn(t, st)
 		c.s.cfg.Settings = [][2]string{{"maxconns", "1024"}}
-		feedChunks(t, c, data, int(chunk))
+		if chunk&0x80 != 0 {
+			c.s.cfg.Log = io.Discard
+			c.s.verbosity.Store(2)
+		}
+		feedChunks(t, c, data, int(chunk&0x7f))
 	})
 }
 

@@ -308,7 +308,15 @@ func (c *conn) process(buf []byte) (pos, need int) {
 		}
 		var used, want int
 		if c.binary {
+			mark := len(c.out)
 			used, want = c.processBinary(buf[pos:])
+			if want == 0 && c.s.verbosity.Load() >= 2 {
+				var reply []byte
+				if mark <= len(c.out) { // else flushed on the way
+					reply = c.out[mark:]
+				}
+				c.logBinary(buf[pos:], reply)
+			}
 		} else {
 			used, want = c.text(buf[pos:])
 		}
