@@ -459,6 +459,9 @@ func (c *conn) binStats(r *binRequest) {
 		c.slabStats(w)
 	case k == "sizes":
 		c.sizesStats(w)
+	case k == "sizes_enable", k == "sizes_disable":
+		c.sizesSwitch(w, k == "sizes_enable")
+		return // memcached 1.6.18 sends no closing packet for these
 	default:
 		c.binError(r, protocol.StatusKeyNotFound)
 		return

@@ -32,6 +32,9 @@ func (c *conn) stats() {
 		c.slabStats(w)
 	case "sizes":
 		c.sizesStats(w)
+	case "sizes_enable", "sizes_disable":
+		c.sizesSwitch(w, string(a[0]) == "sizes_enable")
+		return // memcached 1.6.18 ends these with no END
 	case "conns":
 		c.connStats(w)
 	case "replication":
@@ -135,6 +138,20 @@ func (c *conn) settingsStats(w statWriter) {
 // -o track_sizes, as memcached, or that tracking is off.
 func (c *conn) sizesStats(w statWriter) {
 	if !c.s.store.Sizes(func(size, n int64) { w.uint(strconv.FormatInt(size, 10), uint64(n)) }) {
+		w.str("sizes_status", "disabled")
+	}
+}
+
+// sizesSwitch answers "stats sizes_enable" and "sizes_disable": the size
+// histogram turned on (counting the items stored from then on) or off.
+func (c *conn) sizesSwitch(w statWriter, on bool) {
+	switch {
+	case c.s.store.TrackSizes(on) != nil:
+		w.str("sizes_status", "error")
+		w.str("sizes_error", "cas_support_disabled")
+	case on:
+		w.str("sizes_status", "enabled")
+	default:
 		w.str("sizes_status", "disabled")
 	}
 }

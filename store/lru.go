@@ -155,8 +155,8 @@ func (s *Store) evictOne(sh *shard, cls int, onlyExpired bool, now uint32) (bool
 		}
 		vs.ix.remove(slot)
 		vs.c.currItems--
-		if s.sizes != nil {
-			s.trackSize(&h, -1)
+		if hist := s.sizes.Load(); hist != nil {
+			s.trackSize(hist, &h, -1)
 		}
 		l.count--
 		l.bytes -= int64(s.itemSize(&h))

@@ -255,13 +255,14 @@ func (s *Store) ItemSizeMax() int { return s.cfg.ItemSizeMax }
 
 // Sizes calls fn with each 32-byte size bucket (its upper bound in bytes)
 // that holds items, in ascending order. It reports false when sizes are
-// not tracked (Config.TrackSizes).
+// not tracked (Config.TrackSizes, TrackSizes).
 func (s *Store) Sizes(fn func(size, count int64)) bool {
-	if s.sizes == nil {
+	hist := s.sizes.Load()
+	if hist == nil {
 		return false
 	}
-	for i := range s.sizes {
-		if n := s.sizes[i].Load(); n > 0 {
+	for i := range hist.n {
+		if n := hist.n[i].Load(); n > 0 {
 			fn(int64(i)*32, n)
 		}
 	}

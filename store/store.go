@@ -32,6 +32,8 @@ import (
 var (
 	// ErrNotFound: the key is absent (NOT_FOUND; for get, a miss).
 	ErrNotFound = errors.New("store: not found")
+	// ErrNoCAS: what was asked needs CAS values, and the store has none (-C).
+	ErrNoCAS = errors.New("store: CAS is disabled")
 	// ErrExists: a CAS compare failed (EXISTS).
 	ErrExists = errors.New("store: cas mismatch")
 	// ErrNotStored: add on a present key, or replace, append or prepend on an
@@ -191,7 +193,7 @@ type Store struct {
 	crawlAt    atomic.Uint32 // store second from which Run crawls once (after a flush_all), 0 if none
 	oldestCAS  atomic.Uint64 // flush_all now: items with a lower CAS are invalid
 
-	sizes      []atomic.Int64 // items per 32-byte size bucket; nil unless TrackSizes
+	sizes      atomic.Pointer[sizeHist] // nil unless sizes are tracked
 	tooLarge   atomic.Uint64
 	noAutomove atomic.Bool
 	cmdFlush   atomic.Uint64
@@ -264,7 +266,7 @@ func New(cfg Config) (*Store, error) {
 	s.epoch = s.clock.Now() - bumpInterval - 2
 	s.noAutomove.Store(cfg.NoAutomove)
 	if cfg.TrackSizes {
-		s.sizes = make([]atomic.Int64, cfg.ItemSizeMax/32+2)
+		s.sizes.Store(&sizeHist{n: make([]atomic.Int64, cfg.ItemSizeMax/32+2)})
 	}
 	s.shards = make([]shard, nShards)
 	s.lrus = make([]lru, s.largest+1)
@@ -491,17 +493,45 @@ func (s *Store) itemSize(h *head) int {
 	return n
 }
 
+// sizeHist is the histogram of "stats sizes": items per 32-byte bucket.
+// Turned on while the store holds items ("stats sizes_enable"), it counts
+// only those stored since: an item whose CAS is below casMin was never
+// counted, and is not counted out (memcached's stats_sizes_cas_min).
+type sizeHist struct {
+	n      []atomic.Int64
+	casMin uint64
+}
+
 // trackSize counts an item in or out of the size histogram, by memcached's
 // measure of the item rounded up to 32 bytes, as memcached's stats sizes.
-func (s *Store) trackSize(h *head, delta int64) {
+func (s *Store) trackSize(hist *sizeHist, h *head, delta int64) {
+	if delta < 0 && h.cas < hist.casMin {
+		return
+	}
 	b := (s.MemcachedSize(h.klen, h.flags, h.vlen) + 31) / 32
-	s.sizes[min(b, len(s.sizes)-1)].Add(delta)
+	hist.n[min(b, len(hist.n)-1)].Add(delta)
+}
+
+// TrackSizes turns the size histogram of "stats sizes" on or off while the
+// store runs (memcached's "stats sizes_enable" and "sizes_disable"). Turned
+// on, it counts the items stored from then on; it needs CAS values to tell
+// them apart, and fails with ErrNoCAS without them (-C), as memcached does.
+func (s *Store) TrackSizes(on bool) error {
+	switch {
+	case !on:
+		s.sizes.Store(nil)
+	case !s.useCAS:
+		return ErrNoCAS
+	case s.sizes.Load() == nil:
+		s.sizes.CompareAndSwap(nil, &sizeHist{n: make([]atomic.Int64, s.cfg.ItemSizeMax/32+2), casMin: s.nextCAS(nil, nil, 0)})
+	}
+	return nil
 }
 
 // remove takes item r out of the index and frees it. sh.mu held.
 func (s *Store) remove(sh *shard, slot int, r slab.Ref, h *head) {
-	if s.sizes != nil {
-		s.trackSize(h, -1)
+	if hist := s.sizes.Load(); hist != nil {
+		s.trackSize(hist, h, -1)
 	}
 	sh.ix.remove(slot)
 	s.account(s.slab.ClassOf(r), -1, -s.itemSize(h))
@@ -536,11 +566,11 @@ func (s *Store) release(r slab.Ref, h *head) {
 // not 0. sh.mu held.
 func (s *Store) link(sh *shard, slot int, old slab.Ref, oh *head, r slab.Ref, h32 uint32, size int) {
 	cls := s.slab.ClassOf(r)
-	if s.sizes != nil {
+	if hist := s.sizes.Load(); hist != nil {
 		h := s.readHead(r)
-		s.trackSize(&h, 1)
+		s.trackSize(hist, &h, 1)
 		if old != 0 {
-			s.trackSize(oh, -1)
+			s.trackSize(hist, oh, -1)
 		}
 	}
 	if old != 0 {
@@ -813,8 +843,9 @@ func (s *Store) set(sh *shard, h32 uint32, key, value []byte, o *SetOptions, exp
 // frame buffers). sh.mu held.
 func (s *Store) overwrite(sh *shard, r slab.Ref, cls int, oh *head, l layout, key, value []byte,
 	flags, exp, now uint32, cas uint64, bits uint8) {
-	if s.sizes != nil {
-		s.trackSize(oh, -1)
+	hist := s.sizes.Load()
+	if hist != nil {
+		s.trackSize(hist, oh, -1)
 	}
 	oldSize := s.itemSize(oh)
 	refs := append(sh.refs[:0], r)
@@ -822,9 +853,9 @@ func (s *Store) overwrite(sh *shard, r slab.Ref, cls int, oh *head, l layout, ke
 	w := valueWriter{s: s, refs: refs, l: l}
 	w.write(value)
 	s.setBits(r, bits, 0)
-	if s.sizes != nil {
+	if hist != nil {
 		h := s.readHead(r)
-		s.trackSize(&h, 1)
+		s.trackSize(hist, &h, 1)
 	}
 	s.setRef(r, true)
 	s.account(cls, 0, l.size()-oldSize)

@@ -602,6 +602,41 @@ func TestTrackSizes(t *testing.T) {
 	require.False(t, off.Sizes(func(int64, int64) {}))
 }
 
+// TestTrackSizesAtRuntime: turned on while items are stored ("stats
+// sizes_enable"), the histogram counts only the items stored since, and
+// removing an older one does not count it out; turned off, it is gone.
+func TestTrackSizesAtRuntime(t *testing.T) {
+	s := newTestStore(t, Config{})
+	sizes := func() map[int64]int64 {
+		m := map[int64]int64{}
+		require.True(t, s.Sizes(func(size, n int64) { m[size] = n }))
+		return m
+	}
+	set := func(key string, n int) {
+		_, err := s.Set([]byte(key), make([]byte, n), SetOptions{})
+		require.NoError(t, err)
+	}
+	set("old", 100)
+	set("kept", 100)
+	require.NoError(t, s.TrackSizes(true))
+	require.Empty(t, sizes())
+	set("new", 100) // memcached's size: 48 + 3 + 102 + 8 = 161, bucket 192
+	require.Equal(t, map[int64]int64{192: 1}, sizes())
+	require.NoError(t, s.Delete([]byte("old"), DeleteOptions{})) // never counted
+	require.Equal(t, map[int64]int64{192: 1}, sizes())
+	set("kept", 200) // the old item goes uncounted, the new one is counted
+	require.Equal(t, map[int64]int64{192: 1, 288: 1}, sizes())
+	require.NoError(t, s.TrackSizes(true)) // on already: nothing changes
+	require.NoError(t, s.Delete([]byte("new"), DeleteOptions{}))
+	require.Equal(t, map[int64]int64{288: 1}, sizes())
+	require.NoError(t, s.TrackSizes(false))
+	require.False(t, s.Sizes(func(int64, int64) {}))
+
+	noCAS := newTestStore(t, Config{NoCAS: true})
+	require.ErrorIs(t, noCAS.TrackSizes(true), ErrNoCAS)
+	require.NoError(t, noCAS.TrackSizes(false))
+}
+
 // refOf is where key's item lives now.
 func refOf(t *testing.T, s *Store, key string) slab.Ref {
 	t.Helper()

@@ -304,6 +304,9 @@ func binCases() []binCase {
 		{name: "stat-items", send: cat(breq(bSet, "g7", fe, "v"), breq(bStat, "items", nil, ""))},
 		{name: "stat-slabs", send: cat(breq(bSet, "g8", fe, "v"), breq(bStat, "slabs", nil, ""))},
 		{name: "stat-sizes", send: cat(breq(bStat, "sizes", nil, ""))},
+		// Turned on while the server runs: the items stored since count.
+		{name: "stat-sizes-runtime", send: cat(breq(bSet, "g9", fe, "old"), breq(bStat, "sizes_enable", nil, ""), breq(bStat, "sizes", nil, ""),
+			breq(bSet, "g10", fe, "new"), breq(bStat, "sizes", nil, ""), breq(bStat, "sizes_disable", nil, ""), breq(bStat, "sizes", nil, ""))},
 		{name: "stat-unknown-groups", send: cat(breq(bStat, "bogus", nil, ""), breq(bStat, "conns", nil, ""), breq(bStat, "cachedump 1 1", nil, ""), breq(bStat, "item", nil, ""))},
 		{name: "stat-detail", send: cat(breq(bStat, "detail dump", nil, ""), breq(bStat, "detail on", nil, ""), breq(bStat, "detail off", nil, ""), breq(bStat, "detail", nil, ""), breq(bStat, "detail x", nil, ""))},
 		{name: "stat-reset", send: cat(breq(bStat, "reset", nil, ""), breq(bStat, "resetting", nil, ""))},
