@@ -70,6 +70,10 @@ func (c *conn) processBinary(buf []byte) (used, want int) {
 		c.closing = true
 		return len(buf), 0
 	default: // ErrBinaryMagic
+		if c.s.verbosity.Load() == 1 {
+			// (-vv logs it after the header's dump: logBinary.)
+			fmt.Fprintf(c.s.cfg.Log, "Invalid magic:  %x\n", buf[0])
+		}
 		c.closing = true
 		return len(buf), 0
 	}
@@ -484,13 +488,19 @@ func (c *conn) logBinary(buf, reply []byte) {
 	}
 	b := fmt.Appendf(nil, "<%d Read binary protocol data:", fd)
 	b = appendHexRows(b, fmt.Sprintf("\n<%d   ", fd), buf[:protocol.BinaryHeaderLen])
+	if buf[0] != protocol.BinaryRequestMagic {
+		b = fmt.Appendf(b, "Invalid magic:  %x\n", buf[0]) // and the connection closes
+		_, _ = c.s.cfg.Log.Write(b)
+		return
+	}
 	op := buf[1]
 	if q := binQuiet[op]; q != 0 || op == protocol.OpGetQ {
 		op = q
 	}
 	kl, el := int(binary.BigEndian.Uint16(buf[2:])), int(buf[4])
 	bl := int(binary.BigEndian.Uint32(buf[8:]))
-	refused := len(reply) >= protocol.BinaryHeaderLen && (reply[7] == protocol.StatusInvalid || reply[7] == protocol.StatusUnknownCommand)
+	refused := len(reply) >= protocol.BinaryHeaderLen &&
+		(reply[7] == protocol.StatusInvalid || reply[7] == protocol.StatusUnknownCommand || reply[7] == protocol.StatusAuthError)
 	if key := buf[protocol.BinaryHeaderLen:]; !refused && len(key) >= el+kl {
 		ext, key := key[:el], key[el:el+kl]
 		switch op {
@@ -510,15 +520,20 @@ func (c *conn) logBinary(buf, reply []byte) {
 			b = fmt.Appendf(b, "<%d TOUCH %s\n", fd, key)
 		case protocol.OpIncrement, protocol.OpDecrement:
 			if len(ext) == 20 {
-				b = fmt.Appendf(b, "incr %s %d, %d, %d\n", key, binary.BigEndian.Uint64(ext),
+				b = fmt.Appendf(b, "incr %s %d, %d, %d\n", key, int64(binary.BigEndian.Uint64(ext)),
 					binary.BigEndian.Uint64(ext[8:]), int32(binary.BigEndian.Uint32(ext[16:])))
 			}
 		case protocol.OpDelete:
 			b = fmt.Appendf(b, "Deleting %s\n", key)
+		case protocol.OpStat:
+			b = fmt.Appendf(b, "<%d STATS %s\n", fd, key)
 		}
 	}
 	for len(reply) >= protocol.BinaryHeaderLen {
 		h := reply[:protocol.BinaryHeaderLen]
+		if op == protocol.OpStat && h[6] == 0 && h[7] == 0 {
+			break // memcached builds stats packets without logging them
+		}
 		end := min(len(reply), protocol.BinaryHeaderLen+int(binary.BigEndian.Uint32(h[8:])))
 		skip := min(end, protocol.BinaryHeaderLen+int(h[4])+int(binary.BigEndian.Uint16(h[2:])))
 		if (h[6] != 0 || h[7] != 0) && skip < end {

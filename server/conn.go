@@ -310,7 +310,7 @@ func (c *conn) process(buf []byte) (pos, need int) {
 		if c.binary {
 			mark := len(c.out)
 			used, want = c.processBinary(buf[pos:])
-			if want == 0 && c.s.verbosity.Load() >= 2 {
+			if used > 0 && c.s.verbosity.Load() >= 2 { // not one left to a detached goroutine
 				var reply []byte
 				if mark <= len(c.out) { // else flushed on the way
 					reply = c.out[mark:]

@@ -31,8 +31,10 @@ import (
 // read past, closes the connection, and a client that sends its last
 // requests and shuts down its side must still have all of them answered.
 //
-// Only the handler may do this: netpoll closes the socket (whose number may
-// then be reused) only after the handler has returned. netpoll itself would
+// Only the handler may do this (or a detached goroutine, under wmu while
+// the connection is not gone: inline.go's readDetached): netpoll closes the
+// socket (whose number may then be reused) only after the handler has
+// returned. netpoll itself would
 // set the mask again only from its writer, which Tandem does not use.
 // Where the lookup fails (no /proc), reading is never paused and the
 // input bound is what is left.

@@ -129,6 +129,11 @@ func (c *conn) settingsStats(w statWriter) {
 			kv[1] = strconv.Itoa(int(c.s.automove.Load()))
 		case "oldest": // flush_all
 			kv[1] = strconv.FormatUint(uint64(c.s.store.OldestLive()), 10)
+		case "track_sizes": // stats sizes_enable|sizes_disable
+			kv[1] = "no"
+			if c.s.store.Sizes(func(int64, int64) {}) {
+				kv[1] = "yes"
+			}
 		}
 		w.str(kv[0], kv[1])
 	}

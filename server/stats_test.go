@@ -79,6 +79,7 @@ func TestCachedump(t *testing.T) {
 func TestSettingsFollowCommands(t *testing.T) {
 	addr, _ := startServer(t, server.Config{Settings: [][2]string{
 		{"maxbytes", "67108864"}, {"verbosity", "0"}, {"oldest", "0"}, {"slab_automove", "1"}, {"detail_enabled", "no"},
+		{"track_sizes", "no"},
 	}})
 	c := mustDial(t, addr)
 	settings := func() map[string]string {
@@ -95,13 +96,15 @@ func TestSettingsFollowCommands(t *testing.T) {
 		return m
 	}
 	require.Equal(t, map[string]string{"maxbytes": "67108864", "verbosity": "0", "oldest": "0",
-		"slab_automove": "1", "detail_enabled": "no"}, settings())
+		"slab_automove": "1", "detail_enabled": "no", "track_sizes": "no"}, settings())
 	require.NoError(t, c.roundTrip("verbosity 1\r\n", "OK\r\n"))
 	require.NoError(t, c.roundTrip("cache_memlimit 100\r\n", "OK\r\n"))
 	require.NoError(t, c.roundTrip("slabs automove 0\r\n", "OK\r\n"))
 	require.NoError(t, c.roundTrip("stats detail on\r\n", "OK\r\n"))
 	require.NoError(t, c.roundTrip("flush_all\r\n", "OK\r\n"))
+	require.NoError(t, c.roundTrip("stats sizes_enable\r\n", "STAT sizes_status enabled\r\n"))
 	got := settings()
+	require.Equal(t, "yes", got["track_sizes"])
 	require.Equal(t, "1", got["verbosity"])
 	require.Equal(t, strconv.Itoa(100<<20), got["maxbytes"])
 	require.Equal(t, "0", got["slab_automove"])
@@ -109,4 +112,6 @@ func TestSettingsFollowCommands(t *testing.T) {
 	require.NotEqual(t, "0", got["oldest"], "flush_all sets oldest")
 	require.NoError(t, c.roundTrip("slabs automove 2\r\n", "OK\r\n"))
 	require.Equal(t, "2", settings()["slab_automove"])
+	require.NoError(t, c.roundTrip("stats sizes_disable\r\n", "STAT sizes_status disabled\r\n"))
+	require.Equal(t, "no", settings()["track_sizes"])
 }

@@ -464,15 +464,10 @@ func (s *Store) live(sh *shard, key []byte, h32 uint32, now uint32) (int, slab.R
 		return -1, 0, head{}, MissAbsent
 	}
 	h := s.readHead(r)
-	miss := MissAbsent
+	miss := MissFlushed
 	switch {
 	case s.isFlushed(&h, now):
 		sh.c.getFlushed++
-		if h.time < s.oldestLive.Load() {
-			// memcached removes the items of the flush's own second at
-			// once (they are absent); older ones it finds flushed.
-			miss = MissFlushed
-		}
 	case expired(&h, now):
 		sh.c.getExpired++
 		miss = MissExpired
@@ -495,8 +490,8 @@ func (s *Store) itemSize(h *head) int {
 
 // sizeHist is the histogram of "stats sizes": items per 32-byte bucket.
 // Turned on while the store holds items ("stats sizes_enable"), it counts
-// only those stored since: an item whose CAS is below casMin was never
-// counted, and is not counted out (memcached's stats_sizes_cas_min).
+// only those stored since: an item whose CAS is below casMin is counted
+// neither in nor out (memcached's stats_sizes_cas_min).
 type sizeHist struct {
 	n      []atomic.Int64
 	casMin uint64
@@ -505,11 +500,25 @@ type sizeHist struct {
 // trackSize counts an item in or out of the size histogram, by memcached's
 // measure of the item rounded up to 32 bytes, as memcached's stats sizes.
 func (s *Store) trackSize(hist *sizeHist, h *head, delta int64) {
-	if delta < 0 && h.cas < hist.casMin {
-		return
+	if h.cas < hist.casMin {
+		return // an item from before the histogram: never counted
 	}
 	b := (s.MemcachedSize(h.klen, h.flags, h.vlen) + 31) / 32
 	hist.n[min(b, len(hist.n)-1)].Add(delta)
+}
+
+// changeCAS gives item r (whose head is h) a new CAS in place. While sizes
+// are tracked that can change whether it is counted (sizeHist.casMin): it
+// is counted out under its old CAS and in under the new one, as memcached's
+// do_add_delta does.
+func (s *Store) changeCAS(r slab.Ref, h *head, cas uint64) {
+	if hist := s.sizes.Load(); hist != nil {
+		s.trackSize(hist, h, -1)
+		nh := *h
+		nh.cas = cas
+		s.trackSize(hist, &nh, 1)
+	}
+	s.setCAS(r, cas)
 }
 
 // TrackSizes turns the size histogram of "stats sizes" on or off while the
@@ -976,7 +985,7 @@ type Miss uint8
 const (
 	MissAbsent  Miss = iota // no item for the key
 	MissExpired             // its item had expired, and was removed
-	MissFlushed             // its item was older than a flush_all's second, and was removed
+	MissFlushed             // its item was older than a flush_all, and was removed
 )
 
 // Get calls fn with the item for key, or returns ErrNotFound. fn runs with
@@ -1037,8 +1046,9 @@ func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
 		s.setExp(r, h.exp)
 		if s.ver != nil && !created {
 			// A replica's new exptime must be a newer version.
-			h.cas = s.nextCAS(sh, key, h.cas)
-			s.setCAS(r, h.cas)
+			cas := s.nextCAS(sh, key, h.cas)
+			s.changeCAS(r, &h, cas)
+			h.cas = cas
 			it.h.cas, it.CAS = h.cas, h.cas
 		}
 		it.h.exp = h.exp
@@ -1118,7 +1128,7 @@ func (s *Store) Delete(key []byte, o DeleteOptions) error {
 			s.setExp(r, s.realtime(o.Exptime, now))
 		}
 		s.setBits(r, bitStale, bitTokenSent)
-		s.setCAS(r, cas)
+		s.changeCAS(r, &h, cas)
 		s.observe(sh, r, now)
 	case o.KeepItem:
 		refs, l, own, err := s.newItem(sh, r, key, h.flags, 0, h.exp, now, cas)
@@ -1243,7 +1253,7 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 		for i := len(digits); i < len(val); i++ {
 			val[i] = ' '
 		}
-		s.setCAS(r, cas)
+		s.changeCAS(r, &h, cas)
 		s.setExp(r, exp)
 		s.refresh(r, &h, now) // memcached's do_item_update
 		s.observe(sh, r, now)

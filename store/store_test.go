@@ -618,6 +618,8 @@ func TestTrackSizesAtRuntime(t *testing.T) {
 	}
 	set("old", 100)
 	set("kept", 100)
+	_, err := s.Set([]byte("num"), []byte("5"), SetOptions{})
+	require.NoError(t, err)
 	require.NoError(t, s.TrackSizes(true))
 	require.Empty(t, sizes())
 	set("new", 100) // memcached's size: 48 + 3 + 102 + 8 = 161, bucket 192
@@ -628,6 +630,13 @@ func TestTrackSizesAtRuntime(t *testing.T) {
 	require.Equal(t, map[int64]int64{192: 1, 288: 1}, sizes())
 	require.NoError(t, s.TrackSizes(true)) // on already: nothing changes
 	require.NoError(t, s.Delete([]byte("new"), DeleteOptions{}))
+	require.Equal(t, map[int64]int64{288: 1}, sizes())
+	// A number from before, incremented in place: it takes a new CAS, so
+	// it is counted from then on, and counted out when deleted.
+	_, err = s.Arith([]byte("num"), ArithOptions{Delta: 1})
+	require.NoError(t, err)
+	require.Equal(t, map[int64]int64{64: 1, 288: 1}, sizes())
+	require.NoError(t, s.Delete([]byte("num"), DeleteOptions{}))
 	require.Equal(t, map[int64]int64{288: 1}, sizes())
 	require.NoError(t, s.TrackSizes(false))
 	require.False(t, s.Sizes(func(int64, int64) {}))

@@ -68,6 +68,17 @@ var verboseBinary = cat(
 	breq(0x07, "", nil, ""),                                         // QUIT
 )
 
+// verboseBinaryStats is a second binary connection: stats (whose packets
+// memcached does not log), an error, a delta of 2^63 or more (printed
+// signed), then a header with a bad magic, which closes it.
+var verboseBinaryStats = append(cat(
+	breq(0x10, "", nil, ""),                        // STAT
+	breq(0x10, "settings", nil, ""),                // STAT settings
+	breq(0x10, "bogus", nil, ""),                   // STAT: not found
+	breq(0x05, "big", arithExt(1<<63+5, 5, 0), ""), // INCREMENT: created
+	breq(0x05, "big", arithExt(1<<63+5, 5, 0), ""), // INCREMENT
+), append([]byte{0x81}, make([]byte, 23)...)...) // bad magic
+
 // TestVerboseLog: with -vv, Tandem logs a connection's life and requests
 // as memcached 1.6.18 does, line for line (descriptor numbers aside), for
 // a text and meta script and a binary one, and says it exits normally on
@@ -79,7 +90,7 @@ func TestVerboseLog(t *testing.T) {
 	for _, script := range []struct {
 		name string
 		req  []byte
-	}{{"text", []byte(verboseScript)}, {"binary", verboseBinary}} {
+	}{{"text", []byte(verboseScript)}, {"binary", verboseBinary}, {"binary-stats", verboseBinaryStats}} {
 		t.Run(script.name, func(t *testing.T) {
 			want := verboseLog(t, memcachedPath, script.req)
 			got := verboseLog(t, e2eBinary(t), script.req)
