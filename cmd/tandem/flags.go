@@ -93,7 +93,7 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 	fs.StringVarP(&o.pidfile, "pidfile", "P", "", "save the process id in this file")
 	fs.StringVarP(&o.user, "user", "u", "", "assume the identity of this user (required when run as root)")
 	fs.BoolVarP(&o.coredumps, "enable-coredumps", "r", false, "maximize the core file limit")
-	fs.BoolVarP(&o.lockMem, "lock-memory", "k", false, "(not supported: ignored) lock down all paged memory")
+	fs.BoolVarP(&o.lockMem, "lock-memory", "k", false, "lock down all paged memory (needs CAP_IPC_LOCK or an unlimited ulimit -l, else a warning and no lock)")
 	fs.IntVarP(&o.reqsPerEvent, "max-reqs-per-event", "R", 20, "requests one connection may run before others get a turn")
 	fs.StringVarP(&o.protocol, "protocol", "B", "auto", "protocol: auto (detected per connection), ascii or binary")
 	fs.IntVarP(&o.backlog, "listen-backlog", "b", 1024, "listen backlog (the system's somaxconn applies)")
@@ -226,9 +226,6 @@ func parseArgs(args []string, errOut io.Writer) (*options, error) {
 		if why := hugePagesOff(); why != "" {
 			o.warnings = append(o.warnings, "-L: "+why+"; item memory uses small pages")
 		}
-	}
-	if o.lockMem {
-		o.warnings = append(o.warnings, "-k: locking memory is not supported; ignored")
 	}
 	o.automove = 1
 	o.hashAlgorithm = "xxhash"

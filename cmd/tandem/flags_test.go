@@ -76,11 +76,11 @@ func TestFlags(t *testing.T) {
 		{"chunk max in kilobytes", []string{"-o", "slab_chunk_max=512"}, func(t *testing.T, o *options) {
 			require.Equal(t, 512<<10, o.chunkMax)
 		}},
-		{"unsupported but accepted", []string{"-k", "-U", "11211", "-B", "binary"}, func(t *testing.T, o *options) {
-			w := strings.Join(o.warnings, "\n")
+		{"lock memory, udp, binary", []string{"-k", "-U", "11211", "-B", "binary"}, func(t *testing.T, o *options) {
+			require.True(t, o.lockMem)
 			require.Equal(t, "binary", o.protocol)
 			require.Equal(t, 11211, o.udpPort)
-			require.Contains(t, w, "-k")
+			require.Empty(t, o.warnings)
 		}},
 		{"large pages", []string{"-L"}, func(t *testing.T, o *options) {
 			require.True(t, o.largePages)

@@ -299,3 +299,45 @@ func TestLargePages(t *testing.T) {
 	require.Greater(t, kb, 0, "no huge pages after 24 MiB of items:\n%s", rollup)
 	t.Logf("AnonHugePages %d kB after 24 MiB of items", kb)
 }
+
+// TestLockMemory: -k locks the process's memory (mlockall) where nothing
+// can run into the locked-memory limit: with CAP_IPC_LOCK, as root here
+// with -u root, or an unlimited ulimit -l. After -u nobody, without the
+// capability and under a limit, it says why it does not lock and serves
+// unlocked.
+func TestLockMemory(t *testing.T) {
+	bin := e2eBinary(t)
+	var lim syscall.Rlimit
+	require.NoError(t, syscall.Getrlimit(rlimitMemlock, &lim))
+	for _, tc := range []struct {
+		user string
+		lock bool // expected to lock
+	}{
+		{"root", os.Geteuid() == 0 && hasCap(capIPCLock) || lim.Max == ^uint64(0)},
+		{"nobody", lim.Max == ^uint64(0)},
+	} {
+		t.Run(tc.user, func(t *testing.T) {
+			if tc.user == "nobody" && os.Geteuid() != 0 {
+				t.Skip("-u nobody needs root") // CI runs as root
+			}
+			port := freePort(t)
+			p := startProc(t, bin, "-u", tc.user, "-l", "127.0.0.1", "-p", strconv.Itoa(port), "-k", "-m", "64")
+			c := dialWait(t, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+			defer c.Close()
+			r := bufio.NewReader(c)
+			require.Equal(t, "STORED\r\n", roundTrip(t, c, r, "set k 0 0 1\r\nv\r\n"))
+			status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+			require.NoError(t, err)
+			m := regexp.MustCompile(`(?m)^VmLck:\s+(\d+) kB$`).FindSubmatch(status)
+			require.NotNil(t, m, "%s", status)
+			locked, _ := strconv.Atoi(string(m[1]))
+			if tc.lock {
+				require.Greater(t, locked, 0)
+				require.NotContains(t, p.out.String(), "-k")
+			} else {
+				require.Zero(t, locked)
+				require.Contains(t, p.out.String(), "tandem: warning: -k: memory not locked: the locked-memory limit is")
+			}
+		})
+	}
+}

@@ -255,6 +255,11 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tandem: %v\n", err)
 		return 71
 	}
+	if o.lockMem {
+		if w := lockMemory(); w != "" {
+			fmt.Fprintln(stderr, "tandem: warning: "+w)
+		}
+	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)

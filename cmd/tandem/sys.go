@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/user"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -92,4 +93,56 @@ func hugePagesOff() string {
 		return "transparent huge pages are turned off (" + thpEnabled + ")"
 	}
 	return ""
+}
+
+// rlimitMemlock is RLIMIT_MEMLOCK, which package syscall does not name.
+const rlimitMemlock = 8
+
+// capIPCLock is CAP_IPC_LOCK's bit in /proc/self/status's CapEff.
+const capIPCLock = 14
+
+// lockMemory is -k: memcached's mlockall(MCL_CURRENT|MCL_FUTURE) after it
+// has dropped its privileges, so that no part of the cache is paged out.
+// memcached locks whatever the limit allows and then fails the allocations
+// past it; the Go runtime cannot fail an allocation, it aborts. So Tandem
+// locks only where no allocation can run into the limit: with CAP_IPC_LOCK
+// (root, still root after -u), or with RLIMIT_MEMLOCK unlimited (its soft
+// limit is raised to the hard one first); otherwise it runs unlocked. It
+// returns what to warn of, or "".
+func lockMemory() string {
+	if !hasCap(capIPCLock) {
+		var lim syscall.Rlimit
+		if err := syscall.Getrlimit(rlimitMemlock, &lim); err != nil {
+			return "-k: memory not locked: reading the locked-memory limit: " + err.Error()
+		}
+		if lim.Cur != lim.Max {
+			lim.Cur = lim.Max
+			_ = syscall.Setrlimit(rlimitMemlock, &lim)
+		}
+		if lim.Cur != ^uint64(0) {
+			return fmt.Sprintf("-k: memory not locked: the locked-memory limit is %d KiB (ulimit -l), "+
+				"and an allocation past it would abort the process; set it to unlimited "+
+				"(LimitMEMLOCK=infinity under systemd) or run with CAP_IPC_LOCK", lim.Cur>>10)
+		}
+	}
+	if err := syscall.Mlockall(syscall.MCL_CURRENT | syscall.MCL_FUTURE); err != nil {
+		return "-k invalid, mlockall() failed: " + err.Error() // memcached's words
+	}
+	return ""
+}
+
+// hasCap tells whether the process has capability bit in its effective
+// set.
+func hasCap(bit uint) bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && caps&(1<<bit) != 0
+		}
+	}
+	return false
 }
