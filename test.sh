@@ -4,7 +4,8 @@
 # libmemcached-tools (memccapable, libmemcached's conformance checker) and
 # python3-pymemcache (a real client, run with /usr/bin/python3) and
 # sasl2-bin (saslpasswd2, so Debian's memcached -S can accept a test user
-# and the SASL tests compare successful logins live).
+# and the SASL tests compare successful logins live), and iproute2 (ss,
+# which shows a listening socket's backlog).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -13,6 +14,7 @@ command -v memcached >/dev/null 2>&1 || need+=(memcached)
 command -v memccapable >/dev/null 2>&1 || need+=(libmemcached-tools)
 /usr/bin/python3 -c 'import pymemcache' >/dev/null 2>&1 || need+=(python3-pymemcache)
 command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin)
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo

@@ -48,6 +48,9 @@ type Config struct {
 	// default 0700.
 	UnixSocket string
 	UnixMask   os.FileMode
+	// Backlog is the listen backlog (-b), capped by the system's somaxconn;
+	// 0 leaves Go's default, somaxconn itself.
+	Backlog int
 	// MaxConns is the connection limit (-c). Default 1024.
 	MaxConns int
 	// ReqsPerEvent is how many requests one connection may run before its
@@ -242,6 +245,10 @@ func (s *Server) listen() error {
 		if err != nil {
 			return fmt.Errorf("server: listening on unix socket %s: %w", s.cfg.UnixSocket, err)
 		}
+		if err := s.setBacklog(ln.Fd()); err != nil {
+			ln.Close()
+			return err
+		}
 		if err := os.Chmod(s.cfg.UnixSocket, s.cfg.UnixMask); err != nil {
 			ln.Close()
 			return fmt.Errorf("server: setting the mode of %s: %w", s.cfg.UnixSocket, err)
@@ -255,6 +262,10 @@ func (s *Server) listen() error {
 		if err != nil {
 			return fmt.Errorf("server: listening on %s: %w", addr, err)
 		}
+		if err := s.setBacklog(ln.Fd()); err != nil {
+			ln.Close()
+			return err
+		}
 		s.lns = append(s.lns, ln)
 		s.logListening(ln.Fd(), s.listenName())
 		if s.cfg.UDPPort != 0 {
@@ -267,6 +278,19 @@ func (s *Server) listen() error {
 			s.udp = append(s.udp, pc)
 			s.logListening(packetFd(pc), "udp")
 		}
+	}
+	return nil
+}
+
+// setBacklog gives a listening socket the backlog of -b, as memcached's
+// listen(fd, backlog). Go listens with the system's somaxconn; Linux lets
+// listen be called again on a listening socket to change its backlog.
+func (s *Server) setBacklog(fd int) error {
+	if s.cfg.Backlog <= 0 {
+		return nil
+	}
+	if err := syscall.Listen(fd, s.cfg.Backlog); err != nil {
+		return fmt.Errorf("server: setting the listen backlog to %d: %w", s.cfg.Backlog, err)
 	}
 	return nil
 }

@@ -96,7 +96,7 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 	fs.BoolVarP(&o.lockMem, "lock-memory", "k", false, "lock down all paged memory (needs CAP_IPC_LOCK or an unlimited ulimit -l, else a warning and no lock)")
 	fs.IntVarP(&o.reqsPerEvent, "max-reqs-per-event", "R", 20, "requests one connection may run before others get a turn")
 	fs.StringVarP(&o.protocol, "protocol", "B", "auto", "protocol: auto (detected per connection), ascii or binary")
-	fs.IntVarP(&o.backlog, "listen-backlog", "b", 1024, "listen backlog (the system's somaxconn applies)")
+	fs.IntVarP(&o.backlog, "listen-backlog", "b", 1024, "listen backlog (at most the system's somaxconn)")
 	fs.BoolVarP(&o.help, "help", "h", false, "print this help and exit")
 	fs.BoolVarP(&o.version, "version", "V", false, "print the version and exit")
 	fs.BoolVarP(&o.license, "license", "i", false, "print the license and exit")

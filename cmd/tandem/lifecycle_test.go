@@ -341,3 +341,32 @@ func TestLockMemory(t *testing.T) {
 		})
 	}
 }
+
+// TestListenBacklog: -b sets the listening sockets' backlog, as memcached's
+// (Go listens with the system's somaxconn), and memcached's default 1024
+// applies without it; ss shows a listening socket's backlog as its Send-Q.
+func TestListenBacklog(t *testing.T) {
+	if _, err := exec.LookPath("ss"); err != nil {
+		t.Fatalf("ss not found (%v): install the Debian package iproute2", err)
+	}
+	bin := e2eBinary(t)
+	def := 1024 // the kernel caps a backlog at somaxconn
+	if b, err := os.ReadFile("/proc/sys/net/core/somaxconn"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			def = min(def, n)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{{[]string{"-b", "7"}, "7"}, {nil, strconv.Itoa(def)}} {
+		port := freePort(t)
+		startProc(t, bin, tcpArgs(port, tc.args...)...)
+		dialWait(t, "tcp", "127.0.0.1:"+strconv.Itoa(port)).Close()
+		out, err := exec.Command("ss", "-ltnH", "sport = :"+strconv.Itoa(port)).Output()
+		require.NoError(t, err)
+		f := strings.Fields(string(out))
+		require.GreaterOrEqual(t, len(f), 3, "ss: %q", out)
+		require.Equal(t, tc.want, f[2], "ss: %q", out)
+	}
+}

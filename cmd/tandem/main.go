@@ -213,6 +213,7 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 		UDPPort:         o.udpPort,
 		UnixSocket:      o.unixSocket,
 		UnixMask:        o.unixMask,
+		Backlog:         o.backlog,
 		MaxConns:        o.maxConns,
 		ReqsPerEvent:    o.reqsPerEvent,
 		IdleTimeout:     o.idleTimeout,
