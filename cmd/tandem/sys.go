@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"os/user"
 	"strconv"
-	"strings"
 	"syscall"
 )
 
@@ -95,29 +94,36 @@ func hugePagesOff() string {
 	return ""
 }
 
-// rlimitMemlock is RLIMIT_MEMLOCK, which package syscall does not name.
-const rlimitMemlock = 8
-
-// capIPCLock is CAP_IPC_LOCK's bit in /proc/self/status's CapEff.
-const capIPCLock = 14
+// rlimitMemlock is RLIMIT_MEMLOCK, and mclOnfault MCL_ONFAULT (Linux 4.4),
+// which package syscall does not name.
+const (
+	rlimitMemlock = 8
+	mclOnfault    = 4
+)
 
 // lockMemory is -k: memcached's mlockall(MCL_CURRENT|MCL_FUTURE) after it
 // has dropped its privileges, so that no part of the cache is paged out.
-// memcached locks whatever the limit allows and then fails the allocations
-// past it; the Go runtime cannot fail an allocation, it aborts. So Tandem
-// locks only where no allocation can run into the limit: with CAP_IPC_LOCK
-// (root, still root after -u), or with RLIMIT_MEMLOCK unlimited (its soft
-// limit is raised to the hard one first); otherwise it runs unlocked. It
-// returns what to warn of, or "".
+// Under a locked-memory limit memcached's mlockall fails if what it has
+// mapped is over the limit already, and otherwise locks and then fails
+// the allocations past it; the Go runtime cannot fail an allocation, it
+// aborts. So Tandem locks only where no allocation can run into the
+// limit: where the kernel lets it lock past the limit (CAP_IPC_LOCK, as
+// root after -u root), or with RLIMIT_MEMLOCK unlimited (its soft limit is
+// raised to the hard one first); otherwise it runs unlocked. Pages are
+// locked as they are first touched (MCL_ONFAULT), not when mapped: a
+// thread's 8 MiB stack or a 64-page region of item memory is not made
+// resident all at once. It returns what to warn of, or "".
 func lockMemory() string {
-	if !hasCap(capIPCLock) {
+	if !lockUnlimited() {
 		var lim syscall.Rlimit
 		if err := syscall.Getrlimit(rlimitMemlock, &lim); err != nil {
 			return "-k: memory not locked: reading the locked-memory limit: " + err.Error()
 		}
 		if lim.Cur != lim.Max {
-			lim.Cur = lim.Max
-			_ = syscall.Setrlimit(rlimitMemlock, &lim)
+			raised := syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
+			if syscall.Setrlimit(rlimitMemlock, &raised) == nil {
+				lim = raised
+			}
 		}
 		if lim.Cur != ^uint64(0) {
 			return fmt.Sprintf("-k: memory not locked: the locked-memory limit is %d KiB (ulimit -l), "+
@@ -125,24 +131,38 @@ func lockMemory() string {
 				"(LimitMEMLOCK=infinity under systemd) or run with CAP_IPC_LOCK", lim.Cur>>10)
 		}
 	}
-	if err := syscall.Mlockall(syscall.MCL_CURRENT | syscall.MCL_FUTURE); err != nil {
+	err := syscall.Mlockall(syscall.MCL_CURRENT | syscall.MCL_FUTURE | mclOnfault)
+	if err == syscall.EINVAL { // a kernel before 4.4
+		err = syscall.Mlockall(syscall.MCL_CURRENT | syscall.MCL_FUTURE)
+	}
+	if err != nil {
 		return "-k invalid, mlockall() failed: " + err.Error() // memcached's words
 	}
 	return ""
 }
 
-// hasCap tells whether the process has capability bit in its effective
-// set.
-func hasCap(bit uint) bool {
-	b, err := os.ReadFile("/proc/self/status")
+// lockUnlimited tells whether the kernel lets this process lock memory past
+// its locked-memory limit (CAP_IPC_LOCK in the user namespace that counts,
+// which /proc/self/status cannot tell inside a container): it locks one
+// page under a limit of 0 for a moment.
+func lockUnlimited() bool {
+	var old syscall.Rlimit
+	if syscall.Getrlimit(rlimitMemlock, &old) != nil {
+		return false
+	}
+	zero := syscall.Rlimit{Cur: 0, Max: old.Max}
+	if syscall.Setrlimit(rlimitMemlock, &zero) != nil {
+		return false
+	}
+	defer func() { _ = syscall.Setrlimit(rlimitMemlock, &old) }()
+	page, err := syscall.Mmap(-1, 0, os.Getpagesize(), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 	if err != nil {
 		return false
 	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err == nil && caps&(1<<bit) != 0
-		}
+	defer func() { _ = syscall.Munmap(page) }()
+	if syscall.Mlock(page) != nil {
+		return false
 	}
-	return false
+	_ = syscall.Munlock(page)
+	return true
 }
