@@ -61,6 +61,7 @@ func (c *conn) metaGet() {
 		NoBump: m.NoUpdate,
 		Vivify: m.Vivify, VivifyExptime: m.VivifyTTL,
 		Recache: m.Recache, RecacheExptime: m.RecacheTTL,
+		Tokens: true,
 	}
 	watching := c.s.watch.wants(watchFetchers)
 	if watching {
@@ -205,10 +206,13 @@ func (c *conn) metaSet(value []byte) {
 	for _, f := range m.Flags {
 		if f[0] != 'c' {
 			c.appendEcho(m, f)
-		} else if err == nil {
-			c.out = append(c.out, " c"...)
-			c.out = strconv.AppendUint(c.out, cas, 10)
+			continue
 		}
+		if err != nil {
+			cas = 0 // memcached shows the CAS of the item not stored
+		}
+		c.out = append(c.out, " c"...)
+		c.out = strconv.AppendUint(c.out, cas, 10)
 	}
 	c.out = append(c.out, protocol.CRLF...)
 }
@@ -250,6 +254,13 @@ func (c *conn) metaArith() {
 	if m.HasCAS {
 		o.CAS = m.CAS
 	}
+	if m.HasTTL && m.Vivify {
+		for _, f := range m.Flags { // which of T and N comes last
+			if f[0] == 'T' || f[0] == 'N' {
+				o.VivifyLast = f[0] == 'N'
+			}
+		}
+	}
 	if c.s.watch.wants(watchFetchers) {
 		c.logLookup(r.Key)
 	}
@@ -276,8 +287,8 @@ func (c *conn) metaArith() {
 		c.out = protocol.AppendLine(c.out, "SERVER_ERROR out of memory")
 		return
 	}
-	if m.Quiet {
-		return
+	if m.Quiet && !res.Created {
+		return // memcached answers an ma that made its item even with q
 	}
 	var num [20]byte
 	digits := strconv.AppendUint(num[:0], res.Value, 10)
@@ -287,6 +298,9 @@ func (c *conn) metaArith() {
 	} else {
 		c.out = append(c.out, "HD"...)
 	}
+	// memcached applies T and N and prints t in the order of the flags:
+	// t shows the TTL as the flags before it left it.
+	ttl := res.PrevTTL
 	for _, f := range m.Flags {
 		switch f[0] {
 		case 'c':
@@ -294,7 +308,13 @@ func (c *conn) metaArith() {
 			c.out = strconv.AppendUint(c.out, res.CAS, 10)
 		case 't':
 			c.out = append(c.out, " t"...)
-			c.out = strconv.AppendInt(c.out, res.TTL, 10)
+			c.out = strconv.AppendInt(c.out, ttl, 10)
+		case 'T':
+			ttl = c.s.store.TTLOf(m.TTL)
+		case 'N':
+			if res.Created {
+				ttl = c.s.store.TTLOf(m.VivifyTTL)
+			}
 		default:
 			c.appendEcho(m, f)
 		}

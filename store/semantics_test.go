@@ -88,6 +88,14 @@ func mustGet(t *testing.T, s *store.Store, key string) snap {
 	return sn
 }
 
+// mustMetaGet reads key as mg does: a stale item's first reader wins.
+func mustMetaGet(t *testing.T, s *store.Store, key string) snap {
+	t.Helper()
+	sn, err := read(s, key, store.GetOptions{Tokens: true})
+	require.NoError(t, err, "mg %q", key)
+	return sn
+}
+
 // peek reads key without changing or counting anything.
 func peek(t *testing.T, s *store.Store, key string) snap {
 	t.Helper()
@@ -365,7 +373,7 @@ func TestSemInvalidateSet(t *testing.T) {
 		require.Greater(t, c3, c2, "a stale write still gets a new CAS")
 		require.Equal(t, st0.CasHits+1, s.Stats().CasHits)
 
-		got := mustGet(t, s, "k")
+		got := mustMetaGet(t, s, "k")
 		require.Equal(t, "stale", string(got.Value))
 		require.True(t, got.Stale)
 		require.Equal(t, int64(90), got.TTL, "the old TTL is kept, not the new exptime")
@@ -374,14 +382,14 @@ func TestSemInvalidateSet(t *testing.T) {
 		require.True(t, got.Won, "the first reader of a stale item wins the recache token")
 		require.False(t, got.TokenSent)
 
-		got = mustGet(t, s, "k")
+		got = mustMetaGet(t, s, "k")
 		require.True(t, got.Stale)
 		require.False(t, got.Won)
 		require.True(t, got.TokenSent)
 
 		// A plain set replaces the stale item with a fresh one.
 		mustSet(t, s, "k", "fresh", store.SetOptions{})
-		got = mustGet(t, s, "k")
+		got = mustMetaGet(t, s, "k")
 		require.False(t, got.Stale)
 		require.False(t, got.TokenSent)
 		require.False(t, got.Won)
@@ -408,10 +416,10 @@ func TestSemInvalidateSet(t *testing.T) {
 		s, _ := newSemStore(t, store.Config{})
 		c1 := mustSet(t, s, "k", "v1", store.SetOptions{Exptime: 100})
 		require.NoError(t, s.Delete([]byte("k"), store.DeleteOptions{Invalidate: true}))
-		require.True(t, mustGet(t, s, "k").Won)
+		require.True(t, mustMetaGet(t, s, "k").Won)
 		_, err := s.Set([]byte("k"), []byte("v2"), store.SetOptions{Mode: store.ModeCAS, CAS: c1, Invalidate: true})
 		require.NoError(t, err)
-		got := mustGet(t, s, "k")
+		got := mustMetaGet(t, s, "k")
 		require.True(t, got.Stale)
 		require.True(t, got.TokenSent)
 		require.False(t, got.Won)
@@ -968,7 +976,7 @@ func TestSemDelete(t *testing.T) {
 		{name: "invalidate", present: true,
 			o: func(uint64) store.DeleteOptions { return store.DeleteOptions{Invalidate: true} },
 			check: func(t *testing.T, s *store.Store, cas uint64) {
-				got := mustGet(t, s, "k")
+				got := mustMetaGet(t, s, "k")
 				require.Equal(t, "value", string(got.Value), "the item stays")
 				require.True(t, got.Stale)
 				require.Greater(t, got.CAS, cas, "invalidation gives a new CAS")
@@ -976,7 +984,7 @@ func TestSemDelete(t *testing.T) {
 				require.Equal(t, int64(100), got.TTL)
 				require.True(t, got.Won, "the first reader wins")
 				require.False(t, got.TokenSent)
-				got = mustGet(t, s, "k")
+				got = mustMetaGet(t, s, "k")
 				require.False(t, got.Won)
 				require.True(t, got.TokenSent, "later readers see the token sent")
 				require.True(t, got.Stale)
@@ -984,9 +992,9 @@ func TestSemDelete(t *testing.T) {
 		{name: "invalidate clears a sent token", present: true,
 			o: func(uint64) store.DeleteOptions { return store.DeleteOptions{Invalidate: true} },
 			check: func(t *testing.T, s *store.Store, _ uint64) {
-				require.True(t, mustGet(t, s, "k").Won)
+				require.True(t, mustMetaGet(t, s, "k").Won)
 				require.NoError(t, s.Delete([]byte("k"), store.DeleteOptions{Invalidate: true}))
-				got := mustGet(t, s, "k")
+				got := mustMetaGet(t, s, "k")
 				require.True(t, got.Won, "a new invalidation lets the next reader win again")
 			}},
 		{name: "invalidate with touch", present: true,
@@ -1111,10 +1119,25 @@ func TestSemPeekChangesNothing(t *testing.T) {
 	require.Equal(t, st0.TouchHits, st.TouchHits)
 
 	// The first real read still finds everything untouched.
-	got := mustGet(t, s, "k")
+	got := mustMetaGet(t, s, "k")
 	require.False(t, got.Fetched)
 	require.True(t, got.Won)
 	require.Equal(t, int64(70), got.LastAccess)
+}
+
+// Only mg hands out win tokens: a get (or gat, or a binary GET) of a
+// stale item leaves the token to the next mg, as memcached's do.
+func TestSemPlainReadTakesNoToken(t *testing.T) {
+	s, _ := newSemStore(t, store.Config{})
+	mustSet(t, s, "k", "v", store.SetOptions{})
+	require.NoError(t, s.Delete([]byte("k"), store.DeleteOptions{Invalidate: true}))
+	got := mustGet(t, s, "k")
+	require.True(t, got.Stale)
+	require.False(t, got.Won)
+	require.False(t, got.TokenSent)
+	got = mustMetaGet(t, s, "k")
+	require.True(t, got.Won, "the first mg still wins")
+	require.True(t, mustMetaGet(t, s, "k").TokenSent)
 }
 
 func TestSemLastAccess(t *testing.T) {

@@ -934,6 +934,13 @@ func ttl(exp, now uint32) int64 {
 	return int64(exp) - int64(now)
 }
 
+// TTLOf is the TTL an item given exptime now would have: seconds left, -1
+// for never (meta's t, for a TTL a command sets).
+func (s *Store) TTLOf(exptime int64) int64 {
+	now := s.now()
+	return ttl(s.realtime(exptime, now), now)
+}
+
 // BinaryKey tells whether the key was stored base64-encoded (meta b).
 func (it Item) BinaryKey() bool { return it.h.bits&bitBinaryKey != 0 }
 
@@ -974,6 +981,9 @@ type GetOptions struct {
 	// RecacheExptime and no token was sent yet (meta R).
 	Recache        bool
 	RecacheExptime int64
+	// Tokens: the caller hands out win tokens (meta mg), so the first
+	// read of a stale item wins; other reads leave the token alone.
+	Tokens bool
 	// Miss, when set, is told why a lookup found nothing (watch's
 	// item_get lines name it).
 	Miss *Miss
@@ -1061,7 +1071,7 @@ func (s *Store) Get(key []byte, o GetOptions, fn func(Item)) error {
 	if o.Recache && !it.TokenSent && !created && h.exp != 0 && h.exp < s.realtime(o.RecacheExptime, now) {
 		won = true
 	}
-	if it.Stale && !it.TokenSent {
+	if o.Tokens && it.Stale && !it.TokenSent {
 		won = true
 	}
 	if won {
@@ -1168,13 +1178,19 @@ type ArithOptions struct {
 	// Touch also sets the exptime (meta T).
 	Touch   bool
 	Exptime int64
+	// VivifyLast: N came after T in the request, so a created item takes
+	// VivifyExptime (memcached applies ma's T and N in their order).
+	VivifyLast bool
 }
 
 // ArithResult is the outcome of Arith.
 type ArithResult struct {
-	Value   uint64
-	CAS     uint64
-	TTL     int64 // seconds left, -1 for never
+	Value uint64
+	CAS   uint64
+	TTL   int64 // seconds left, -1 for never
+	// PrevTTL is the TTL before this command set one (-1 for an item it
+	// created: memcached makes it without one, then applies T and N).
+	PrevTTL int64
 	Created bool
 }
 
@@ -1201,7 +1217,7 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 			return ArithResult{}, ErrNotFound
 		}
 		exp := s.realtime(o.VivifyExptime, now)
-		if o.Touch {
+		if o.Touch && !o.VivifyLast {
 			exp = s.realtime(o.Exptime, now)
 		}
 		digits := strconv.AppendUint(buf[:0], o.Initial, 10)
@@ -1217,7 +1233,7 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 		w.write(digits)
 		s.link(sh, -1, 0, nil, refs[0], h32, l.size())
 		s.observe(sh, refs[0], now)
-		return ArithResult{Value: o.Initial, CAS: cas, TTL: ttl(exp, now), Created: true}, nil
+		return ArithResult{Value: o.Initial, CAS: cas, TTL: ttl(exp, now), PrevTTL: -1, Created: true}, nil
 	}
 	if h.vlen == 0 || h.bits&bitChained != 0 {
 		return ArithResult{}, ErrNonNumeric
@@ -1257,7 +1273,7 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 		s.setExp(r, exp)
 		s.refresh(r, &h, now) // memcached's do_item_update
 		s.observe(sh, r, now)
-		return ArithResult{Value: n, CAS: cas, TTL: ttl(exp, now)}, nil
+		return ArithResult{Value: n, CAS: cas, TTL: ttl(exp, now), PrevTTL: ttl(h.exp, now)}, nil
 	}
 	refs, l, own, err := s.newItem(sh, r, key, h.flags, len(digits), exp, now, cas)
 	if err != nil {
@@ -1270,7 +1286,7 @@ func (s *Store) Arith(key []byte, o ArithOptions) (ArithResult, error) {
 	}
 	s.link(sh, slot, r, &h, refs[0], h32, l.size())
 	s.observe(sh, refs[0], now)
-	return ArithResult{Value: n, CAS: cas, TTL: ttl(exp, now)}, nil
+	return ArithResult{Value: n, CAS: cas, TTL: ttl(exp, now), PrevTTL: ttl(h.exp, now)}, nil
 }
 
 // FlushAll invalidates every item, now (delay <= 0) or at the memcached
