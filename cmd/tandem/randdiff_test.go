@@ -33,23 +33,35 @@ func TestRandomDifferential(t *testing.T) {
 	if _, err := os.Stat(memcachedPath); err != nil {
 		t.Fatalf("%s not found (%v): install the Debian package memcached", memcachedPath, err)
 	}
+	randCompare(t, 200, 18, "rd", func(g randScript) string { return g.command() }, randExchange,
+		func(cmd string) string { return fmt.Sprintf("%q", cmd) })
+}
+
+// randCompare runs seeds random sequences of 150 requests made by next
+// through memcached and Tandem with exchange, and fails at the first
+// request whose replies differ, showing the requests before it.
+func randCompare[R any](t *testing.T, seeds int, stream uint64, prefix string, next func(randScript) R,
+	exchange func(*testing.T, string, []R) []string, show func(R) string) {
 	servers := []string{startServer(t, memcachedPath, nil), startServer(t, e2eBinary(t), nil)}
-	const seeds, commands = 200, 150
 	for seed := range uint64(seeds) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			g := randScript{rng: rand.New(rand.NewPCG(seed, 18)), prefix: fmt.Sprintf("rd%d:", seed)}
-			cmds := make([]string, commands)
-			for i := range cmds {
-				cmds[i] = g.command()
+			g := randScript{rng: rand.New(rand.NewPCG(seed, stream)), prefix: fmt.Sprintf("%s%d:", prefix, seed)}
+			reqs := make([]R, 150)
+			for i := range reqs {
+				reqs[i] = next(g)
 			}
 			var replies [2][]string
 			for i, addr := range servers {
-				replies[i] = randExchange(t, addr, cmds)
+				replies[i] = exchange(t, addr, reqs)
 			}
-			for i := range cmds {
+			for i := range reqs {
 				if replies[0][i] != replies[1][i] {
-					t.Fatalf("command %d %q:\nmemcached %q\ntandem    %q\nthe commands before it: %q",
-						i, cmds[i], replies[0][i], replies[1][i], cmds[max(0, i-8):i])
+					var before []string
+					for _, r := range reqs[max(0, i-8):i] {
+						before = append(before, show(r))
+					}
+					t.Fatalf("request %d %s:\nmemcached %q\ntandem    %q\nthe requests before it: %s",
+						i, show(reqs[i]), replies[0][i], replies[1][i], strings.Join(before, " "))
 				}
 			}
 		})
@@ -203,26 +215,8 @@ func TestRandomDifferentialBinary(t *testing.T) {
 	if _, err := os.Stat(memcachedPath); err != nil {
 		t.Fatalf("%s not found (%v): install the Debian package memcached", memcachedPath, err)
 	}
-	servers := []string{startServer(t, memcachedPath, nil), startServer(t, e2eBinary(t), nil)}
-	const seeds, requests = 100, 150
-	for seed := range uint64(seeds) {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			g := randScript{rng: rand.New(rand.NewPCG(seed, 19)), prefix: fmt.Sprintf("rb%d:", seed)}
-			reqs := make([]bpkt, requests)
-			for i := range reqs {
-				reqs[i] = g.binRequest()
-			}
-			var replies [2][]string
-			for i, addr := range servers {
-				replies[i] = randBinExchange(t, addr, reqs)
-			}
-			for i := range reqs {
-				if replies[0][i] != replies[1][i] {
-					t.Fatalf("request %d (%x):\nmemcached %s\ntandem    %s", i, reqs[i].bytes(), replies[0][i], replies[1][i])
-				}
-			}
-		})
-	}
+	randCompare(t, 100, 19, "rb", func(g randScript) bpkt { return g.binRequest() }, randBinExchange,
+		func(r bpkt) string { return fmt.Sprintf("%x", r.bytes()) })
 }
 
 // randBinExchange sends each request followed by a NOOP on one connection
