@@ -28,7 +28,10 @@ import (
 // the item at that moment), and arithmetic on values of whitespace only
 // (memcached's parser reads past the value). So arithmetic only meets
 // digit strings without leading zeros, with deltas that cannot make them
-// shorter, and the other values are letters.
+// shorter, and the other values are letters. One memcached bug Tandem does
+// not copy is still within the grammar: an ma with T whose result is longer
+// than the value loses the TTL in memcached. These 200 seeds do not meet
+// it; more seeds may (seed 312 does).
 func TestRandomDifferential(t *testing.T) {
 	if _, err := os.Stat(memcachedPath); err != nil {
 		t.Fatalf("%s not found (%v): install the Debian package memcached", memcachedPath, err)
