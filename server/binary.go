@@ -198,9 +198,7 @@ func (c *conn) binWrite(r *binRequest, buf []byte, head, vlen int) (used, want i
 			if r.op == protocol.OpSet {
 				// As memcached (and text set): a failed set leaves no
 				// stale value behind.
-				if c.s.watch.wants(watchFetchers) {
-					c.logLookup(r.Key)
-				}
+				c.watchLookup(r.Key)
 				_ = c.s.store.Delete(r.Key, store.DeleteOptions{})
 			}
 			c.binError(r, protocol.StatusTooLarge)
@@ -266,9 +264,7 @@ func (c *conn) binStore(r *binRequest, flags uint32) {
 		o.Mode = store.ModeCAS
 	}
 	c.s.detail.record(r.Key, detailSet, false)
-	if c.s.watch.wants(watchFetchers) {
-		c.logLookup(r.Key)
-	}
+	c.watchLookup(r.Key)
 	cas, err := c.s.store.Set(r.Key, r.Value, o)
 	if o.Mode == store.ModeCAS && err == nil {
 		c.casWrote = cas
@@ -307,9 +303,7 @@ func (c *conn) binRun(r *binRequest) {
 		c.binGet(r)
 	case protocol.OpDelete:
 		c.s.detail.record(r.Key, detailDel, false)
-		if c.s.watch.wants(watchFetchers) {
-			c.logLookup(r.Key)
-		}
+		c.watchLookup(r.Key)
 		switch c.s.store.Delete(r.Key, store.DeleteOptions{CAS: r.CAS}) {
 		case nil:
 			c.binOK(r, 0)
@@ -404,9 +398,7 @@ func (c *conn) binArith(r *binRequest) {
 	if exp != noAutoCreate {
 		o.Vivify, o.Initial, o.VivifyExptime = true, binary.BigEndian.Uint64(e[8:]), int64(exp)
 	}
-	if c.s.watch.wants(watchFetchers) {
-		c.logLookup(r.Key)
-	}
+	c.watchLookup(r.Key)
 	res, err := c.s.store.Arith(r.Key, o)
 	if res.Created {
 		c.logCreated(r.Key, res.Value, o.VivifyExptime)

@@ -555,9 +555,7 @@ func (c *conn) storage(buf []byte, n int) (used, want int) {
 		// memcached drops the old value so a failed set leaves no stale
 		// data (for ms in any mode, for text only for set).
 		if r.Cmd == protocol.CmdSet || r.Cmd == protocol.CmdMetaSet {
-			if c.s.watch.wants(watchFetchers) {
-				c.logLookup(r.Key)
-			}
+			c.watchLookup(r.Key)
 			_ = c.s.store.Delete(r.Key, store.DeleteOptions{})
 		}
 	}

@@ -175,9 +175,7 @@ func (c *conn) metaSet(value []byte) {
 	}
 	// ms N (autovivify on append) is documented, but memcached 1.6.18
 	// answers NS: so does Tandem.
-	if c.s.watch.wants(watchFetchers) {
-		c.logLookup(r.Key)
-	}
+	c.watchLookup(r.Key)
 	cas, err := c.s.store.Set(r.Key, value, o)
 	if m.HasCAS && err == nil {
 		c.casWrote = cas
@@ -224,9 +222,7 @@ func (c *conn) metaDelete() {
 	if m.HasCAS {
 		o.CAS = m.CAS
 	}
-	if c.s.watch.wants(watchFetchers) {
-		c.logLookup(r.Key)
-	}
+	c.watchLookup(r.Key)
 	switch c.s.store.Delete(r.Key, o) {
 	case nil:
 		if m.Quiet {
@@ -261,9 +257,7 @@ func (c *conn) metaArith() {
 			}
 		}
 	}
-	if c.s.watch.wants(watchFetchers) {
-		c.logLookup(r.Key)
-	}
+	c.watchLookup(r.Key)
 	res, err := c.s.store.Arith(r.Key, o)
 	if res.Created {
 		c.logCreated(r.Key, res.Value, 0) // memcached sets the TTL after
@@ -329,9 +323,7 @@ func (c *conn) metaArith() {
 // metaDebug answers "me": the item's metadata without touching it.
 func (c *conn) metaDebug() {
 	r := &c.req
-	if c.s.watch.wants(watchFetchers) {
-		c.logLookup(r.Key)
-	}
+	c.watchLookup(r.Key)
 	found := false
 	_ = c.s.store.Get(r.Key, store.GetOptions{Peek: true}, func(it store.Item) {
 		found = true

@@ -131,7 +131,7 @@ func (c *conn) settingsStats(w statWriter) {
 			kv[1] = strconv.FormatUint(uint64(c.s.store.OldestLive()), 10)
 		case "track_sizes": // stats sizes_enable|sizes_disable
 			kv[1] = "no"
-			if c.s.store.Sizes(func(int64, int64) {}) {
+			if c.s.store.SizesTracked() {
 				kv[1] = "yes"
 			}
 		}

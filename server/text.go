@@ -18,9 +18,7 @@ func (c *conn) dispatch() {
 		c.arith()
 	case protocol.CmdDelete:
 		c.s.detail.record(r.Key, detailDel, false)
-		if c.s.watch.wants(watchFetchers) {
-			c.logLookup(r.Key)
-		}
+		c.watchLookup(r.Key)
 		switch c.s.store.Delete(r.Key, store.DeleteOptions{}) {
 		case nil:
 			c.reply("DELETED")
@@ -28,9 +26,7 @@ func (c *conn) dispatch() {
 			c.reply("NOT_FOUND")
 		}
 	case protocol.CmdTouch:
-		if c.s.watch.wants(watchFetchers) {
-			c.logLookup(r.Key)
-		}
+		c.watchLookup(r.Key)
 		if c.s.store.Touch(r.Key, r.Exptime) == nil {
 			c.reply("TOUCHED")
 		} else {
@@ -157,9 +153,7 @@ var storeModes = [...]store.Mode{
 func (c *conn) textStore(value []byte) {
 	r := &c.req
 	c.s.detail.record(r.Key, detailSet, false)
-	if c.s.watch.wants(watchFetchers) {
-		c.logLookup(r.Key)
-	}
+	c.watchLookup(r.Key)
 	cas, err := c.s.store.Set(r.Key, value, store.SetOptions{
 		Mode: storeModes[r.Cmd], Flags: r.Flags, Exptime: r.Exptime, CAS: r.CAS,
 	})
@@ -191,9 +185,7 @@ func storeReply(err error) string {
 
 func (c *conn) arith() {
 	r := &c.req
-	if c.s.watch.wants(watchFetchers) {
-		c.logLookup(r.Key)
-	}
+	c.watchLookup(r.Key)
 	res, err := c.s.store.Arith(r.Key, store.ArithOptions{Decr: r.Cmd == protocol.CmdDecr, Delta: r.Delta})
 	switch err {
 	case nil:

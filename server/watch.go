@@ -227,8 +227,8 @@ func appendField(b []byte, name string, v int64) []byte {
 	return strconv.AppendInt(b, v, 10)
 }
 
-// logFetch logs a lookup of key: found with the item's class and size, or
-// why not (missStatus).
+// logFetch logs a lookup of key: "found" with the item's class and size,
+// or why not (logMiss).
 func (c *conn) logFetch(key []byte, status string, cls, size int) {
 	h := &c.s.watch
 	var a [384]byte
@@ -257,6 +257,14 @@ func (c *conn) logMiss(key []byte, why *store.Miss) {
 		}
 	}
 	c.logFetch(key, status, 0, 0)
+}
+
+// watchLookup is logLookup while a watcher wants fetchers: one atomic load
+// otherwise, on the write path.
+func (c *conn) watchLookup(key []byte) {
+	if c.s.watch.wants(watchFetchers) {
+		c.logLookup(key)
+	}
 }
 
 // logLookup logs the lookup of key that a write command makes before it

@@ -253,6 +253,10 @@ func (s *Store) Started() int64 { return s.epoch }
 // ItemSizeMax is the largest item size in bytes (-I).
 func (s *Store) ItemSizeMax() int { return s.cfg.ItemSizeMax }
 
+// SizesTracked tells whether the size histogram is on (stats settings
+// track_sizes).
+func (s *Store) SizesTracked() bool { return s.sizes.Load() != nil }
+
 // Sizes calls fn with each 32-byte size bucket (its upper bound in bytes)
 // that holds items, in ascending order. It reports false when sizes are
 // not tracked (Config.TrackSizes, TrackSizes).

@@ -266,7 +266,7 @@ func New(cfg Config) (*Store, error) {
 	s.epoch = s.clock.Now() - bumpInterval - 2
 	s.noAutomove.Store(cfg.NoAutomove)
 	if cfg.TrackSizes {
-		s.sizes.Store(&sizeHist{n: make([]atomic.Int64, cfg.ItemSizeMax/32+2)})
+		s.sizes.Store(s.newSizeHist(0))
 	}
 	s.shards = make([]shard, nShards)
 	s.lrus = make([]lru, s.largest+1)
@@ -497,6 +497,12 @@ type sizeHist struct {
 	casMin uint64
 }
 
+// newSizeHist is an empty histogram with a bucket for every size up to
+// the largest item, counting the items whose CAS is casMin or more.
+func (s *Store) newSizeHist(casMin uint64) *sizeHist {
+	return &sizeHist{n: make([]atomic.Int64, s.cfg.ItemSizeMax/32+2), casMin: casMin}
+}
+
 // trackSize counts an item in or out of the size histogram, by memcached's
 // measure of the item rounded up to 32 bytes, as memcached's stats sizes.
 func (s *Store) trackSize(hist *sizeHist, h *head, delta int64) {
@@ -532,7 +538,7 @@ func (s *Store) TrackSizes(on bool) error {
 	case !s.useCAS:
 		return ErrNoCAS
 	case s.sizes.Load() == nil:
-		s.sizes.CompareAndSwap(nil, &sizeHist{n: make([]atomic.Int64, s.cfg.ItemSizeMax/32+2), casMin: s.nextCAS(nil, nil, 0)})
+		s.sizes.CompareAndSwap(nil, s.newSizeHist(s.nextCAS(nil, nil, 0)))
 	}
 	return nil
 }
