@@ -335,6 +335,33 @@ func TestSmoke(t *testing.T) {
 	}
 }
 
+// TestOpenLoopPacing: at a low rate the latency open loop reports is the
+// round trip, not the client's own pacing. Workers that waited for their
+// next send in nanosleep held their processors, so with as many workers
+// as processors a reply that had arrived waited for the end of the next
+// sleep, the next send on another connection: p50 came out just above the
+// spacing of sends (500 µs here) against any server, instead of ~0.1 ms.
+func TestOpenLoopPacing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	srv := startTandem(t, tandemSpec(t))
+	cfg := Config{
+		Servers: []string{srv.addr}, Proto: ProtoText, Conns: 4, Pipeline: 1, SetWeight: 1, GetWeight: 10,
+		MultiGet: 1, Keys: 1000, KeyPrefix: "pace:", Dist: "uniform", ValueMin: 100, ValueMax: 100,
+		Rate: 2000, Duration: 2 * time.Second, Warmup: 300 * time.Millisecond, Prefill: true, VerifyFrac: 0.5, Seed: 1,
+	}
+	res, err := Run(context.Background(), cfg)
+	require.NoError(t, err)
+	checkResult(t, res)
+	spacing := 1e6 / cfg.Rate // µs between two sends, on any connections
+	all := res.Ops["all"].Latency
+	t.Logf("p50 %.0f µs, p99 %.0f µs, send lag p50 %.0f µs (sends %.0f µs apart)",
+		all.P50, all.P99, res.SendLag.P50, spacing)
+	require.Less(t, all.P50, 0.8*spacing, "the median includes the client's pacing")
+}
+
 // TestSeriesAndProgress: one line of progress a second, the warm-up's
 // marked as such, and a series of whole seconds that covers the measured
 // window and nothing else.

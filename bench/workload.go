@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -227,6 +226,7 @@ type worker struct {
 	seq   uint64
 	ver   uint64
 	slots []*slot
+	pace  *pacer // open loop only
 	reply Reply
 	key   []byte
 	exp   []byte
@@ -269,6 +269,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	ws := make([]*worker, cfg.Goroutines)
 	for i := range ws {
 		ws[i] = newWorker(i, rn)
+		if cfg.Rate > 0 {
+			var err error
+			if ws[i].pace, err = newPacer(); err != nil {
+				closeAll(ws[:i])
+				return nil, err
+			}
+		}
 	}
 	for i := 0; i < cfg.Conns; i++ {
 		s, err := dialSlot(&cfg)
@@ -578,6 +585,9 @@ func (s *slot) close() {
 
 func closeAll(ws []*worker) {
 	for _, w := range ws {
+		if w.pace != nil {
+			w.pace.close()
+		}
 		for _, s := range w.slots {
 			s.close()
 		}
@@ -676,7 +686,7 @@ func (w *worker) loop() {
 			if wake.IsZero() {
 				break // every slot is done
 			}
-			sleepUntil(wake)
+			w.pace.sleepUntil(wake) // wake is set in open loop only
 			continue
 		}
 		for _, s := range w.slots {
@@ -690,23 +700,6 @@ func (w *worker) loop() {
 		}
 	}
 	w.countUnsent()
-}
-
-// sleepUntil waits until t. Go's timers wake up to a millisecond late when
-// the process is idle, which open loop would count as latency; nanosleep
-// blocks this goroutine's thread instead and is late by tens of
-// microseconds. Long waits sleep on a timer first.
-func sleepUntil(t time.Time) {
-	d := time.Until(t)
-	if d > 10*time.Millisecond {
-		time.Sleep(d - 2*time.Millisecond)
-		d = time.Until(t)
-	}
-	if d <= 0 {
-		return
-	}
-	ts := syscall.NsecToTimespec(int64(d))
-	_ = syscall.Nanosleep(&ts, nil) // EINTR: waking early only costs a loop
 }
 
 // countUnsent counts, in open loop, the measured requests scheduled before
