@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/bytedance/gopkg/util/gopool"
 	cgopool "github.com/cloudwego/gopkg/concurrency/gopool"
@@ -82,7 +84,7 @@ func init() {
 // when the connection may be served there, and on netpoll's pool otherwise.
 func runTask(ctx context.Context, f func()) {
 	if !inlineUsed.Load() {
-		poolTask(ctx, f)
+		spawn(ctx, f)
 		return
 	}
 	var c *conn
@@ -90,12 +92,12 @@ func runTask(ctx context.Context, f func()) {
 		c, _ = ctx.Value(ctxKey{}).(*conn)
 	}
 	if c == nil || !c.s.cfg.LowLatency || c.s.repl != nil || c.fd < 0 {
-		poolTask(ctx, f)
+		spawn(ctx, f)
 		return
 	}
 	r := c.nc.Reader()
 	if r.Len() > inlineMax {
-		poolTask(ctx, f) // a pipeline or a big value
+		spawn(ctx, f) // a pipeline or a big value
 		return
 	}
 	c.mu.Lock()
@@ -105,13 +107,53 @@ func runTask(ctx context.Context, f func()) {
 	// refused value, nor a batch with a slow command.
 	if c.noInline || c.detached.Load() || c.s.noInline.Load() || len(c.partial) > 0 || c.swallow > 0 || !c.inlineOK(r) {
 		c.mu.Unlock()
-		poolTask(ctx, f)
+		spawn(ctx, f)
 		return
 	}
 	inlineRuns.Add(1)
 	c.runInline(f)
 	c.mu.Unlock()
 }
+
+// spawn starts a task on the pool, and lets it run before the poller goes
+// on when the server is nearly idle.
+//
+// The pool starts a goroutine for the task, which waits in the poller's
+// processor's run queue. netpoll's poller, once it has no more events,
+// calls runtime.Gosched and then blocks in epoll_wait holding that
+// processor, on the bet that Gosched ran what was queued. It usually
+// does, but one schedule in 61 takes the global run queue first, where
+// Gosched has just put the poller itself: the poller then blocks with the
+// handler stranded behind it until another thread steals it (at the next
+// request on another poller) or sysmon takes the processor back (after up
+// to 10 ms once it has backed off). Under load the next request comes
+// within microseconds; at 2,000 requests/s over 4 connections it put p99
+// at ~600 µs, the spacing of the requests (memcached ~130 µs;
+// docs/performance.md, nineteenth session). A Gosched of ours that takes
+// the global queue first moves the processor's count on, so netpoll's own
+// then runs the handler. Yielding after every task costs pipelined
+// throughput (binary/p16/1:1 0.78×), so only a task that comes more than
+// spawnQuiet after the previous one yields.
+func spawn(ctx context.Context, f func()) {
+	poolTask(ctx, f)
+	now := nanotime()
+	if now-lastSpawn.Swap(now) > spawnQuiet {
+		runtime.Gosched()
+	}
+}
+
+// spawnQuiet is the gap between tasks beyond which spawn yields: a
+// stranded handler waits at most about this long for the next request to
+// free it.
+const spawnQuiet = int64(100 * time.Microsecond)
+
+// lastSpawn is when spawn last started a task, in nanotime.
+var lastSpawn atomic.Int64
+
+var clockStart = time.Now()
+
+// nanotime is a monotonic clock reading in nanoseconds.
+func nanotime() int64 { return int64(time.Since(clockStart)) }
 
 // runInline runs a task on the poller, c.mu held. Our handlers recover
 // their own panics (onRequest); one in netpoll's code around them would
