@@ -75,6 +75,11 @@ type link struct {
 	sent        []sentMark              // batches written, not yet acked
 	lat         *hdrhistogram.Histogram // ack latency, microseconds
 	wake        chan struct{}
+	redial      chan struct{} // dial now: the peer is back (warmup.go)
+
+	// everUp: a dial has succeeded; dialFailed: one failed before any did
+	// (the peer was down when this node started, so it cannot refill it).
+	everUp, dialFailed atomic.Bool
 
 	state    atomic.Int32
 	ackedSeq atomic.Uint64
@@ -103,7 +108,7 @@ type sentMark struct {
 }
 
 func newLink(r *Replicator, addr string) *link {
-	l := &link{r: r, addr: addr, wake: make(chan struct{}, 1),
+	l := &link{r: r, addr: addr, wake: make(chan struct{}, 1), redial: make(chan struct{}, 1),
 		lat: hdrhistogram.New(1, 60_000_000, 3)}
 	l.cond = sync.NewCond(&l.mu)
 	l.kickFn = l.kickWrite
@@ -210,12 +215,16 @@ func (l *link) run() {
 	for l.r.ctx.Err() == nil {
 		conn, br, peer, err := l.dial()
 		if err != nil {
+			if !l.everUp.Load() {
+				l.dialFailed.Store(true)
+			}
 			if msg := err.Error(); msg != last {
 				l.r.logf("peer %s: %v (retrying)", l.addr, msg)
 				last = msg
 			}
 		} else {
 			last = ""
+			l.everUp.Store(true)
 			began := time.Now()
 			l.serve(conn, br, peer)
 			l.reconnects.Add(1)
@@ -228,7 +237,7 @@ func (l *link) run() {
 			// counts as a failed dial: made again at once, it would be
 			// resynced in a loop.
 		}
-		l.r.pause(backoff) // the loop ends if it closed
+		l.pause(backoff) // the loop ends if it closed
 		backoff = min(backoff*2, backoffMax)
 	}
 }

@@ -93,6 +93,7 @@ func (r *Replicator) serveInbound(conn net.Conn) {
 	in.node = node
 	r.inMu.Unlock()
 	r.logf("peer %s (%s) connected", in.remote, node)
+	r.redial() // it is back: refill it now, not after our backoff
 	if err := r.receive(conn, br, c, in); err != nil && !errors.Is(err, io.EOF) && r.ctx.Err() == nil {
 		if errors.Is(err, errFrame) {
 			r.badLinks.Add(1)
@@ -154,6 +155,7 @@ type receiver struct {
 	r       *Replicator
 	conn    net.Conn
 	in      *inbound
+	marked  bool // the peer's resync of this node is complete
 	out     []byte
 	nack    []byte // nacks not yet sent
 	lastSeq uint64
@@ -190,6 +192,7 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 				}
 			}
 			_, _ = br.Discard(used) // the values lay in the buffer until now
+			rc.progress()
 			if err := rc.ackIf(br.Buffered() == 0, nil); err != nil {
 				return err
 			}
@@ -220,10 +223,23 @@ func (r *Replicator) receive(conn net.Conn, br *bufio.Reader, c *codecs, in *inb
 		var mark *frame
 		if f.Op == opMark {
 			mark = &f
+			if !rc.marked {
+				rc.marked = true
+				r.noteRefilled(in.node)
+			}
 		}
+		rc.progress()
 		if err := rc.ackIf(br.Buffered() == 0, mark); err != nil {
 			return err
 		}
+	}
+}
+
+// progress tells a warming node (WaitRefilled) that its refill by this
+// peer is moving.
+func (rc *receiver) progress() {
+	if !rc.marked && rc.r.warming.Load() {
+		rc.r.refillMoved.Store(int64(time.Since(rc.r.epoch)))
 	}
 }
 

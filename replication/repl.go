@@ -122,6 +122,14 @@ type Replicator struct {
 	waiters []waiter
 	epoch   time.Time // deadlines are measured from it
 
+	// Warming up (warmup.go): which peers have refilled this node, and
+	// when a refill last made progress (since epoch).
+	refilledBy  map[string]struct{} // guarded by inMu
+	warming     atomic.Bool
+	refillMoved atomic.Int64
+	warmupMu    sync.Mutex
+	warmup      Warmup // what the start's wait saw
+
 	ln      net.Listener
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -174,13 +182,14 @@ func New(cfg Config) (*Replicator, error) {
 	}
 	node := uint16(xxhash.Sum64String(cfg.NodeID) & nodeMask)
 	r := &Replicator{
-		cfg:     cfg,
-		clk:     newHLC(uint64(node)),
-		node:    node,
-		need:    (len(cfg.Peers) + 1) / 2, // a majority of n+1 nodes is n/2+1 (integer), this one included
-		window:  min(1<<20, cfg.MaxPending/4),
-		inbound: make(map[net.Conn]*inbound),
-		ovSet:   make(map[uint64]struct{}, overruledKept),
+		cfg:        cfg,
+		clk:        newHLC(uint64(node)),
+		node:       node,
+		need:       (len(cfg.Peers) + 1) / 2, // a majority of n+1 nodes is n/2+1 (integer), this one included
+		window:     min(1<<20, cfg.MaxPending/4),
+		inbound:    make(map[net.Conn]*inbound),
+		refilledBy: make(map[string]struct{}),
+		ovSet:      make(map[uint64]struct{}, overruledKept),
 	}
 	for _, p := range cfg.Peers {
 		r.links = append(r.links, newLink(r, p))

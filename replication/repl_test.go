@@ -1431,7 +1431,7 @@ func TestStatsNames(t *testing.T) {
 	st := statsOf(nodes[0].r)
 	names := []string{"node_id", "node_number", "group", "listen", "ack", "timeout_ms", "head_seq",
 		"writes_degraded", "writes_unsynced", "writes_refused", "states_applied", "states_stale", "writes_overruled", "bad_links",
-		"throttled", "throttle_timeouts", "window_bytes", "tombstones", "waiting"}
+		"throttled", "throttle_timeouts", "window_bytes", "tombstones", "waiting", "warmup_ms", "warmup_refilled_by", "warmup_missing"}
 	for _, f := range []string{"addr", "node_id", "state", "pending_bytes", "acked_seq", "lag_seqs", "lag_ms",
 		"acks", "ack_p50_us", "ack_p99_us", "ack_p999_us", "reconnects", "timeouts", "resyncs", "overflows"} {
 		names = append(names, "peer0:"+f)

@@ -51,6 +51,12 @@ func (r *Replicator) Stats(fn func(name, value string)) {
 	fn("window_bytes", strconv.Itoa(r.window))
 	fn("waiting", strconv.Itoa(r.waiting()))
 	fn("tombstones", strconv.Itoa(r.st.Tombstones()))
+	r.warmupMu.Lock()
+	w := r.warmup
+	r.warmupMu.Unlock()
+	fn("warmup_ms", strconv.FormatInt(w.Waited.Milliseconds(), 10))
+	fn("warmup_refilled_by", strconv.Itoa(len(w.RefilledBy)))
+	fn("warmup_missing", strconv.Itoa(len(w.Missing)))
 	now := time.Now()
 	for i, l := range r.links {
 		p := "peer" + strconv.Itoa(i) + ":"

@@ -60,6 +60,7 @@ type options struct {
 	replGroup      string
 	replAck        string
 	replTimeout    time.Duration
+	replWarmup     time.Duration
 	replSecretFile string
 	replMaxPending int64 // --repl-max-pending, bytes
 
@@ -120,6 +121,7 @@ func flagSet(o *options, out io.Writer) (*pflag.FlagSet, map[string]string) {
 	fs.StringVar(&o.replGroup, "repl-group", "tandem", "replica group name; peers of another group are refused")
 	fs.StringVar(&o.replAck, "repl-ack", "all", "when a write is acknowledged: all (every in-sync peer has it), quorum (a majority of the group) or async")
 	fs.DurationVar(&o.replTimeout, "repl-timeout", 500*time.Millisecond, "how long a write waits for a peer before the peer is marked out of sync")
+	fs.DurationVar(&o.replWarmup, "repl-warmup", 5*time.Second, "at start, how long to wait without progress for the peers that are up to refill this node before serving clients anyway (0: serve at once)")
 	fs.StringVar(&o.replSecretFile, "repl-secret-file", "", "file holding the shared secret peers must prove")
 	fs.String("repl-max-pending", "64m", "bytes of writes a peer's link may hold unsent before the peer is dropped and resynced; writers are held back once a peer is a quarter of this (at most 1m) behind (k, m or g suffix)")
 
@@ -530,6 +532,8 @@ func (o *options) checkReplication() error {
 		return errors.New("tandem: replication needs CAS: -C cannot be used with --peers")
 	case o.replTimeout <= 0:
 		return fmt.Errorf("tandem: bad --repl-timeout %v: must be positive", o.replTimeout)
+	case o.replWarmup < 0:
+		return fmt.Errorf("tandem: bad --repl-warmup %v: must not be negative", o.replWarmup)
 	}
 	if _, err := replication.ParseAckRule(o.replAck); err != nil {
 		return fmt.Errorf("tandem: bad --repl-ack %q: all, quorum or async", o.replAck)

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -240,6 +241,25 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 		}
 		defer repl.Close()
 		srvCfg.Replicator = repl
+		// Clients are served only once the peers have refilled this node:
+		// the listeners are not open yet, so clients find it down and go
+		// to another node meanwhile (replication/warmup.go).
+		if o.replWarmup > 0 {
+			w := repl.WaitRefilled(ctx, o.replWarmup)
+			list := func(s []string) string {
+				if len(s) == 0 {
+					return "none"
+				}
+				return strings.Join(s, ", ")
+			}
+			if w.GaveUp() {
+				fmt.Fprintf(stderr, "tandem: warning: serving after %v of warmup without a refill from %s (refilled by %s; down: %s)\n",
+					w.Waited.Round(time.Millisecond), list(w.Missing), list(w.RefilledBy), list(w.Down))
+			} else if o.verbose > 0 {
+				fmt.Fprintf(stderr, "tandem: warmup done in %v: refilled by %s; down: %s\n",
+					w.Waited.Round(time.Millisecond), list(w.RefilledBy), list(w.Down))
+			}
+		}
 	}
 	srv, err := server.New(srvCfg, st)
 	if err != nil {

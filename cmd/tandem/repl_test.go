@@ -1681,3 +1681,83 @@ func TestReplBackPressure(t *testing.T) {
 		}
 	}
 }
+
+// TestReplRestartWaitsForRefill: a node that starts serves clients only
+// once the peers that are up have refilled it. Served at once with an
+// empty store, it decided conditional writes against nothing: an incr said
+// NOT_FOUND, an add of a key the group held succeeded, and the newer CAS
+// of what it stored then replaced the survivors' acknowledged values.
+func TestReplRestartWaitsForRefill(t *testing.T) {
+	t.Run("returning node", func(t *testing.T) {
+		nodes := startReplGroup(t, 2)
+		a, b := nodes[0], nodes[1]
+		ca := mustText(t, a.addr)
+		require.Equal(t, "STORED\r\n", ca.mustDo(t, setReq("counter", "100")))
+		require.Equal(t, "101\r\n", ca.mustDo(t, "incr counter 1\r\n"))
+		require.Equal(t, "STORED\r\n", ca.mustDo(t, "add lock 0 0 5\r\nowner\r\n"))
+		ca.c.Close()
+
+		a.kill(t)
+		waitReplState(t, b, time.Now().Add(replSyncWait), nodes,
+			func(st map[string]string) bool { return st["peer0:state"] == "connecting" })
+		// The scenario: A stays down for 2 s, so that B's redial backoff
+		// has grown past the time A takes to start (it waits up to 2 s).
+		time.Sleep(2 * time.Second)
+		a.start(t)
+
+		ca = mustText(t, a.addr)
+		require.Equal(t, "102\r\n", ca.mustDo(t, "incr counter 1\r\n"), logs(nodes))
+		require.Equal(t, "NOT_STORED\r\n", ca.mustDo(t, "add lock 0 0 5\r\nthief\r\n"), logs(nodes))
+		cb := mustText(t, b.addr)
+		for _, key := range []string{"counter", "lock"} {
+			ia, ok := ca.mustGets(t, key)
+			require.True(t, ok, "%s missing on A", key)
+			ib, ok := cb.mustGets(t, key)
+			require.True(t, ok, "%s missing on B", key)
+			require.Equal(t, ib, ia, key)
+		}
+		it, _ := cb.mustGets(t, "lock")
+		require.Equal(t, "owner", it.value)
+		st, err := replStats(a.addr, "replication")
+		require.NoError(t, err)
+		require.Equal(t, "1", st["warmup_refilled_by"], fmtStats(st))
+		require.Equal(t, "0", st["warmup_missing"], fmtStats(st))
+		require.Contains(t, a.p.out.String(), "warmup done in")
+	})
+
+	t.Run("stopped peer", func(t *testing.T) {
+		// A stopped peer accepts the dial in its kernel and never answers:
+		// the failed handshake (2 s) counts it down, and A serves.
+		nodes := startReplGroup(t, 2)
+		a, b := nodes[0], nodes[1]
+		a.kill(t)
+		stopPeer(t, b)
+		began := time.Now()
+		a.start(t)
+		took := time.Since(began)
+		require.Less(t, took, 8*time.Second, logs(nodes))
+		st, err := replStats(a.addr, "replication")
+		require.NoError(t, err)
+		require.Equal(t, "0", st["warmup_refilled_by"], fmtStats(st))
+		require.Equal(t, "0", st["warmup_missing"], fmtStats(st))
+		require.Contains(t, a.p.out.String(), "down: "+b.replAddr)
+		t.Logf("A served %v after its start, B stopped", took.Round(time.Millisecond))
+	})
+
+	t.Run("peer that never refills", func(t *testing.T) {
+		// C takes A's dial but lists another address as its peer, so it
+		// never dials A: A serves after --repl-warmup, with a warning.
+		ports := freePorts(t, 5)
+		addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
+		c := startProc(t, e2eBinary(t), tcpArgs(ports[0], "--node-id", "c", "--repl-listen", addr(1), "--peers", addr(4))...)
+		dialWait(t, "tcp", addr(0)).Close()
+		a := startProc(t, e2eBinary(t), tcpArgs(ports[2], "--node-id", "a", "--repl-listen", addr(3), "--peers", addr(1),
+			"--repl-warmup", "300ms")...)
+		dialWait(t, "tcp", addr(2)).Close()
+		st, err := replStats(addr(2), "replication")
+		require.NoError(t, err)
+		require.Equal(t, "1", st["warmup_missing"], fmtStats(st))
+		require.Contains(t, a.out.String(), "tandem: warning: serving after", "A:\n%s\nC:\n%s", a.out.String(), c.out.String())
+		require.Contains(t, a.out.String(), "without a refill from "+addr(1))
+	})
+}
