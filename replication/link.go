@@ -72,6 +72,7 @@ type link struct {
 	since       time.Duration   // since r.epoch: when buf last became non-empty
 	conn        net.Conn
 	peer        string                  // the peer's node id
+	peerNum     uint16                  // and its node number
 	sent        []sentMark              // batches written, not yet acked
 	lat         *hdrhistogram.Histogram // ack latency, microseconds
 	wake        chan struct{}
@@ -213,7 +214,7 @@ func (l *link) run() {
 	backoff := backoffMin
 	last := "" // the failure logged last: not repeated every backoff
 	for l.r.ctx.Err() == nil {
-		conn, br, peer, err := l.dial()
+		conn, br, peer, num, err := l.dial()
 		if err != nil {
 			if !l.everUp.Load() {
 				l.dialFailed.Store(true)
@@ -226,7 +227,7 @@ func (l *link) run() {
 			last = ""
 			l.everUp.Store(true)
 			began := time.Now()
-			l.serve(conn, br, peer)
+			l.serve(conn, br, peer, num)
 			l.reconnects.Add(1)
 			if time.Since(began) >= stableLink {
 				backoff = backoffMin
@@ -244,14 +245,14 @@ func (l *link) run() {
 
 // serve runs one connection: it starts the stream and a resync, then
 // writes what is pushed until the connection dies.
-func (l *link) serve(conn net.Conn, br *bufio.Reader, peer string) {
+func (l *link) serve(conn net.Conn, br *bufio.Reader, peer string, num uint16) {
 	l.r.logf("peer %s (%s): connected, resyncing", l.addr, peer)
 	var raw syscall.RawConn
 	if sc, ok := conn.(syscall.Conn); ok {
 		raw, _ = sc.SyscallConn()
 	}
 	l.mu.Lock()
-	l.conn, l.raw, l.peer, l.dead = conn, raw, peer, false
+	l.conn, l.raw, l.peer, l.peerNum, l.dead = conn, raw, peer, num, false
 	l.buf, l.sent, l.marker, l.marking, l.resyncBytes = l.buf[:0], l.sent[:0], 0, false, 0
 	l.checkBehind()
 	l.markMoved()
@@ -528,12 +529,7 @@ func (l *link) resync() {
 	// First what flush_all decided, so that a peer that missed a flush
 	// drops the same items (both frames are idempotent).
 	if pending, cas := st.FlushState(); cas != 0 || pending != 0 {
-		if cas != 0 {
-			local = appendFrame(local, &frame{Op: opFlush, CAS: cas})
-		}
-		if pending != 0 {
-			local = appendFrame(local, &frame{Op: opFlush, Exp: pending})
-		}
+		local = appendFlushState(local, pending, cas)
 		if !l.pushResync(local) {
 			return
 		}
@@ -566,6 +562,17 @@ func (l *link) resync() {
 	l.r.mu.Unlock()
 }
 
+// appendFlushState appends the frames that carry what flush_all decided.
+func appendFlushState(b []byte, pending int64, cas uint64) []byte {
+	if cas != 0 {
+		b = appendFrame(b, &frame{Op: opFlush, CAS: cas})
+	}
+	if pending != 0 {
+		b = appendFrame(b, &frame{Op: opFlush, Exp: pending})
+	}
+	return b
+}
+
 // pushResync adds frames of a resync to the link once less than
 // resyncChunk is waiting. It reports false if the connection died.
 func (l *link) pushResync(frames []byte) bool {
@@ -585,29 +592,29 @@ func (l *link) pushResync(frames []byte) bool {
 }
 
 // dial connects to the peer and runs the dialer's side of the handshake.
-func (l *link) dial() (net.Conn, *bufio.Reader, string, error) {
+func (l *link) dial() (net.Conn, *bufio.Reader, string, uint16, error) {
 	r := l.r
 	d := net.Dialer{Timeout: handshakeTimeout}
 	conn, err := d.DialContext(r.ctx, "tcp", l.addr)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, nil, "", 0, err
 	}
 	l.mu.Lock()
 	l.conn = conn // so that Close interrupts a stuck handshake
 	l.mu.Unlock()
 	if r.ctx.Err() != nil { // Close ran before l.conn was set
 		conn.Close()
-		return nil, nil, "", r.ctx.Err()
+		return nil, nil, "", 0, r.ctx.Err()
 	}
-	peer, br, err := r.dialHandshake(conn)
+	peer, num, br, err := r.dialHandshake(conn)
 	if err != nil {
 		conn.Close()
-		return nil, nil, "", fmt.Errorf("handshake: %w", err)
+		return nil, nil, "", 0, fmt.Errorf("handshake: %w", err)
 	}
-	return conn, br, peer, nil
+	return conn, br, peer, num, nil
 }
 
-func (r *Replicator) dialHandshake(conn net.Conn) (string, *bufio.Reader, error) {
+func (r *Replicator) dialHandshake(conn net.Conn) (string, uint16, *bufio.Reader, error) {
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	br := bufio.NewReaderSize(conn, 4096)
 	c := newCodecs()
@@ -616,31 +623,31 @@ func (r *Replicator) dialHandshake(conn net.Conn) (string, *bufio.Reader, error)
 	out := c.appendMsg(nil, &hello{Magic: magic, Version: version, Node: r.cfg.NodeID,
 		Group: r.cfg.Group, NodeNum: r.node, Nonce: mine})
 	if _, err := conn.Write(out); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	var h hello
 	if _, err := c.readMsg(br, nil, maxHello, &h); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	switch {
 	case h.Err != "":
-		return "", nil, fmt.Errorf("refused by peer: %s", h.Err)
+		return "", 0, nil, fmt.Errorf("refused by peer: %s", h.Err)
 	case h.Magic != magic || h.Version != version:
-		return "", nil, fmt.Errorf("not a tandem replication port of version %d (magic %q, version %d)", version, h.Magic, h.Version)
+		return "", 0, nil, fmt.Errorf("not a tandem replication port of version %d (magic %q, version %d)", version, h.Magic, h.Version)
 	case !bytes.Equal(h.Proof, proof(r.cfg.Secret, "listener", h.Nonce, mine)):
-		return "", nil, errors.New("peer cannot prove the shared secret")
+		return "", 0, nil, errors.New("peer cannot prove the shared secret")
 	}
 	out = c.appendMsg(out[:0], &hello{Proof: proof(r.cfg.Secret, "dialer", h.Nonce, mine)})
 	if _, err := conn.Write(out); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	var ok hello
 	if _, err := c.readMsg(br, nil, maxHello, &ok); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	if ok.Err != "" {
-		return "", nil, fmt.Errorf("refused by peer: %s", ok.Err)
+		return "", 0, nil, fmt.Errorf("refused by peer: %s", ok.Err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return h.Node, br, nil
+	return h.Node, h.NodeNum, br, nil
 }

@@ -83,7 +83,7 @@ func (r *Replicator) serveInbound(conn net.Conn) {
 	}()
 	br := bufio.NewReaderSize(conn, 64<<10)
 	c := newCodecs()
-	node, err := r.listenHandshake(conn, br, c)
+	node, num, err := r.listenHandshake(conn, br, c)
 	if err != nil {
 		r.badLinks.Add(1)
 		r.logf("refused %s: %v", in.remote, err)
@@ -100,11 +100,12 @@ func (r *Replicator) serveInbound(conn net.Conn) {
 		}
 		r.logf("peer %s (%s): %v", in.remote, node, err)
 	}
+	r.lost(num, node) // the other peers may lack some of its writes (orphans.go)
 }
 
 // listenHandshake is the listener's side of the handshake: it checks who
 // dials and that it knows the secret, and proves that it knows it too.
-func (r *Replicator) listenHandshake(conn net.Conn, br *bufio.Reader, c *codecs) (string, error) {
+func (r *Replicator) listenHandshake(conn net.Conn, br *bufio.Reader, c *codecs) (string, uint16, error) {
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	refuse := func(msg string) error {
 		_, _ = conn.Write(c.appendMsg(nil, &hello{Err: msg}))
@@ -112,39 +113,39 @@ func (r *Replicator) listenHandshake(conn net.Conn, br *bufio.Reader, c *codecs)
 	}
 	var h hello
 	if _, err := c.readMsg(br, nil, maxHello, &h); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	switch {
 	case h.Magic != magic:
-		return "", fmt.Errorf("not a tandem peer (magic %q)", h.Magic)
+		return "", 0, fmt.Errorf("not a tandem peer (magic %q)", h.Magic)
 	case h.Version != version:
-		return "", refuse(fmt.Sprintf("wire version %d is not %d", h.Version, version))
+		return "", 0, refuse(fmt.Sprintf("wire version %d is not %d", h.Version, version))
 	case h.Group != r.cfg.Group:
-		return "", refuse(fmt.Sprintf("group %q is not %q", h.Group, r.cfg.Group))
+		return "", 0, refuse(fmt.Sprintf("group %q is not %q", h.Group, r.cfg.Group))
 	case h.NodeNum == r.node:
-		return "", refuse(fmt.Sprintf("node ids %q and %q share the CAS node number %d: give one another --node-id", h.Node, r.cfg.NodeID, r.node))
+		return "", 0, refuse(fmt.Sprintf("node ids %q and %q share the CAS node number %d: give one another --node-id", h.Node, r.cfg.NodeID, r.node))
 	case len(h.Nonce) != nonceLen:
-		return "", refuse("bad nonce")
+		return "", 0, refuse("bad nonce")
 	}
 	mine := make([]byte, nonceLen)
 	_, _ = rand.Read(mine)
 	out := c.appendMsg(nil, &hello{Magic: magic, Version: version, Node: r.cfg.NodeID, Group: r.cfg.Group,
 		NodeNum: r.node, Nonce: mine, Proof: proof(r.cfg.Secret, "listener", mine, h.Nonce)})
 	if _, err := conn.Write(out); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	var p hello
 	if _, err := c.readMsg(br, nil, maxHello, &p); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	if !bytes.Equal(p.Proof, proof(r.cfg.Secret, "dialer", mine, h.Nonce)) {
-		return "", refuse("wrong shared secret")
+		return "", 0, refuse("wrong shared secret")
 	}
 	if _, err := conn.Write(c.appendMsg(out[:0], &hello{})); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return h.Node, nil
+	return h.Node, h.NodeNum, nil
 }
 
 // ackEvery bounds the frames applied between two acks.

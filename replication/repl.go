@@ -130,6 +130,9 @@ type Replicator struct {
 	warmupMu    sync.Mutex
 	warmup      Warmup // what the start's wait saw
 
+	orphans orphans       // re-sending a dead peer's writes (orphans.go)
+	resent  atomic.Uint64 // states re-sent that way
+
 	ln      net.Listener
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -189,6 +192,7 @@ func New(cfg Config) (*Replicator, error) {
 		window:     min(1<<20, cfg.MaxPending/4),
 		inbound:    make(map[net.Conn]*inbound),
 		refilledBy: make(map[string]struct{}),
+		orphans:    orphans{running: make(map[uint16]bool)},
 		ovSet:      make(map[uint64]struct{}, overruledKept),
 	}
 	for _, p := range cfg.Peers {

@@ -687,7 +687,7 @@ func newFakePeer(t *testing.T, group string) *fakePeer {
 				defer c.Close()
 				br := bufio.NewReader(c)
 				cd := newCodecs()
-				if _, err := hs.listenHandshake(c, br, cd); err != nil {
+				if _, _, err := hs.listenHandshake(c, br, cd); err != nil {
 					return
 				}
 				p.handshakes.Add(1)
@@ -1155,7 +1155,7 @@ func dialNode(t *testing.T, n *testNode, id string) (net.Conn, *bufio.Reader) {
 	conn, err := net.Dial("tcp", n.r.Addr().String())
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
-	peer, br, err := d.dialHandshake(conn)
+	peer, _, br, err := d.dialHandshake(conn)
 	require.NoError(t, err)
 	require.Equal(t, n.r.cfg.NodeID, peer)
 	return conn, br
@@ -1431,7 +1431,7 @@ func TestStatsNames(t *testing.T) {
 	st := statsOf(nodes[0].r)
 	names := []string{"node_id", "node_number", "group", "listen", "ack", "timeout_ms", "head_seq",
 		"writes_degraded", "writes_unsynced", "writes_refused", "states_applied", "states_stale", "writes_overruled", "bad_links",
-		"throttled", "throttle_timeouts", "window_bytes", "tombstones", "waiting", "warmup_ms", "warmup_refilled_by", "warmup_missing"}
+		"throttled", "throttle_timeouts", "window_bytes", "tombstones", "waiting", "orphans_resent", "warmup_ms", "warmup_refilled_by", "warmup_missing"}
 	for _, f := range []string{"addr", "node_id", "state", "pending_bytes", "acked_seq", "lag_seqs", "lag_ms",
 		"acks", "ack_p50_us", "ack_p99_us", "ack_p999_us", "reconnects", "timeouts", "resyncs", "overflows"} {
 		names = append(names, "peer0:"+f)
@@ -1523,7 +1523,7 @@ func TestStatsDuringInboundHandshake(t *testing.T) {
 
 	d, err := New(Config{Listen: "unused:1", Peers: []string{"unused:2"}, NodeID: "b"})
 	require.NoError(t, err)
-	_, _, err = d.dialHandshake(conn)
+	_, _, _, err = d.dialHandshake(conn)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return statsOf(n.r)["in0:node_id"] == "b" }, syncWait, poll)
 }

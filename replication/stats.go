@@ -54,6 +54,7 @@ func (r *Replicator) Stats(fn func(name, value string)) {
 	r.warmupMu.Lock()
 	w := r.warmup
 	r.warmupMu.Unlock()
+	fn("orphans_resent", u(r.resent.Load()))
 	fn("warmup_ms", strconv.FormatInt(w.Waited.Milliseconds(), 10))
 	fn("warmup_refilled_by", strconv.Itoa(len(w.RefilledBy)))
 	fn("warmup_missing", strconv.Itoa(len(w.Missing)))

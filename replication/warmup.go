@@ -32,8 +32,8 @@ type Warmup struct {
 // GaveUp tells whether the wait ended with some peer's refill missing.
 func (w Warmup) GaveUp() bool { return len(w.Missing) > 0 }
 
-// WaitRefilled waits until every peer has either refilled this node or been
-// found down (its dial failed before any connection to it succeeded), or
+// WaitRefilled waits until every peer has either refilled this node (and
+// this node's link to it is in sync) or been found down (its dial failed before any connection to it succeeded), or
 // until no refill has made progress for patience, or ctx ends. A peer that
 // is up dials this node as soon as this node's dial reaches it (redial), so
 // the wait is about as long as the largest peer's resync; patience covers a
@@ -73,9 +73,16 @@ func (r *Replicator) warmupState() Warmup {
 		l.mu.Lock()
 		peer := l.peer
 		l.mu.Unlock()
-		switch _, ok := r.refilledBy[peer]; {
-		case peer != "" && ok:
+		_, refilled := r.refilledBy[peer]
+		refilled = refilled && peer != ""
+		if refilled {
 			w.RefilledBy = append(w.RefilledBy, peer)
+		}
+		switch {
+		case refilled && l.state.Load() == stateInSync:
+			// Both ways: it refilled this node, and this node's stream to
+			// it is complete, so that writes here count it at once (under
+			// quorum a resyncing peer's acks do not count).
 		case l.dialFailed.Load() && !l.everUp.Load():
 			w.Down = append(w.Down, l.addr)
 		default:

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"os"
 	"strconv"
@@ -39,10 +40,16 @@ func TestReplChaos(t *testing.T) {
 		seed = v
 	}
 	t.Logf("seed %d (TANDEM_CHAOS_SEED), chaos for %v", seed, length)
-	rng := mrand.New(mrand.NewPCG(seed, 1))
+	t.Run("all, text", func(t *testing.T) { replChaos(t, seed, length, false, "--repl-ack", "all") })
+	// quorum, and meta commands, expiry times and values of up to 900 KB
+	// (items chained over several chunks) beside the text commands.
+	t.Run("quorum, meta, large values", func(t *testing.T) { replChaos(t, seed, length, true, "--repl-ack", "quorum") })
+}
 
-	nodes := startReplGroup(t, 3, "--repl-timeout", "300ms")
-	cw := &chaosWriters{nodes: nodes, acked: map[string]string{}, done: make(chan struct{})}
+func replChaos(t *testing.T, seed uint64, length time.Duration, rich bool, args ...string) {
+	rng := mrand.New(mrand.NewPCG(seed, 1))
+	nodes := startReplGroup(t, 3, append([]string{"--repl-timeout", "300ms", "-m", "1024"}, args...)...)
+	cw := &chaosWriters{nodes: nodes, rich: rich, acked: map[string]string{}, errs: map[string]int{}, done: make(chan struct{})}
 	const writers = 6
 	for g := range writers {
 		cw.wg.Add(1)
@@ -132,6 +139,9 @@ func TestReplChaos(t *testing.T) {
 	t.Logf("%d kills, %d stops; %d requests (%d answered with an error, %d lost with their connection); "+
 		"%d shared keys alike on every node (%d present); %d acknowledged single writes all on every node",
 		kills, stops, cw.requests.Load(), cw.serverErrors.Load(), cw.ioErrors.Load(), len(chaosKeys()), present, len(acked))
+	if len(cw.errs) > 0 {
+		t.Logf("errors answered: %v", cw.errs)
+	}
 }
 
 // chaosShared and chaosCounters are the keys every writer works on.
@@ -150,6 +160,7 @@ func chaosKeys() []string {
 
 type chaosWriters struct {
 	nodes []*replNode
+	rich  bool // meta commands, expiry and large values too
 	done  chan struct{}
 	wg    sync.WaitGroup
 
@@ -158,6 +169,7 @@ type chaosWriters struct {
 	mu    sync.Mutex
 	acked map[string]string // single-writer keys whose set was acknowledged
 	wrong []string          // replies the protocol does not allow
+	errs  map[string]int    // SERVER_ERROR replies by text
 }
 
 // sample returns up to n of the acknowledged single writes.
@@ -221,7 +233,11 @@ func (cw *chaosWriters) one(tc *textClient, rng *mrand.Rand, g, seq int) error {
 	val := fmt.Sprintf("g%d-%d", g, seq)
 	var req string
 	var allowed []string
-	switch op := rng.IntN(10); op {
+	ops := 10
+	if cw.rich {
+		ops = 16
+	}
+	switch op := rng.IntN(ops); op {
 	case 0, 1:
 		req, allowed = setReq(key, val), []string{"STORED"}
 	case 2:
@@ -259,6 +275,50 @@ func (cw *chaosWriters) one(tc *textClient, rng *mrand.Rand, g, seq int) error {
 			nv = val
 		}
 		req, allowed = fmt.Sprintf("cas %s 0 0 %d %d\r\n%s\r\n", key, len(nv), it.cas, nv), []string{"STORED", "EXISTS", "NOT_FOUND"}
+	case 10:
+		// Over the 1 MB limit's chunks: chained items.
+		big := strings.Repeat(val+".", (100<<10+rng.IntN(800<<10))/(len(val)+1))
+		req, allowed = setReq(key, big), []string{"STORED"}
+	case 11:
+		req, allowed = fmt.Sprintf("ms %s %d F%d T%d\r\n%s\r\n", key, len(val), rng.IntN(1<<16), rng.IntN(3)*1000, val), []string{"HD"}
+	case 12:
+		ctr := "n:" + strconv.Itoa(rng.IntN(chaosCounters))
+		req, allowed = "ma "+ctr+" D"+strconv.Itoa(1+rng.IntN(5))+"\r\n", []string{"HD", "NF"}
+	case 13:
+		req, allowed = "md "+key+"\r\n", []string{"HD", "NF"}
+	case 14:
+		req, allowed = fmt.Sprintf("set %s %d %d %d\r\n%s\r\n", key, rng.IntN(1000), 100+rng.IntN(1000), len(val), val), []string{"STORED"}
+	case 15:
+		req, allowed = "gat 500 "+key+"\r\n", nil
+		line, err := tc.do(req)
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(line, "SERVER_ERROR ") {
+			cw.serverError(line)
+			return nil
+		}
+		if line != "END\r\n" {
+			// VALUE line: read the data block and END.
+			f := strings.Fields(line)
+			n, err := strconv.Atoi(f[len(f)-1])
+			if len(f) != 4 || f[0] != "VALUE" || err != nil {
+				cw.violation("gat %s: %q", key, line)
+				return nil
+			}
+			buf := make([]byte, n+2)
+			if _, err := io.ReadFull(tc.r, buf); err != nil {
+				return err
+			}
+			end, err := tc.r.ReadString('\n')
+			if err != nil {
+				return err
+			}
+			if end != "END\r\n" {
+				cw.violation("gat %s: ends %q", key, end)
+			}
+		}
+		return nil
 	default:
 		// A key only this writer ever writes, once: if the set is
 		// acknowledged, it must survive on every node.
@@ -273,7 +333,7 @@ func (cw *chaosWriters) one(tc *textClient, rng *mrand.Rand, g, seq int) error {
 			cw.acked[dk] = val
 			cw.mu.Unlock()
 		case strings.HasPrefix(line, "SERVER_ERROR "):
-			cw.serverErrors.Add(1)
+			cw.serverError(line)
 		default:
 			cw.violation("set %s: %q", dk, line)
 		}
@@ -285,7 +345,7 @@ func (cw *chaosWriters) one(tc *textClient, rng *mrand.Rand, g, seq int) error {
 	}
 	got := strings.TrimSuffix(line, "\r\n")
 	if strings.HasPrefix(got, "SERVER_ERROR ") {
-		cw.serverErrors.Add(1)
+		cw.serverError(line)
 		return nil
 	}
 	for _, a := range allowed {
@@ -295,6 +355,13 @@ func (cw *chaosWriters) one(tc *textClient, rng *mrand.Rand, g, seq int) error {
 	}
 	cw.violation("%s: %q", strings.SplitN(req, "\r\n", 2)[0], line)
 	return nil
+}
+
+func (cw *chaosWriters) serverError(line string) {
+	cw.serverErrors.Add(1)
+	cw.mu.Lock()
+	cw.errs[strings.TrimSpace(line)]++
+	cw.mu.Unlock()
 }
 
 func (cw *chaosWriters) violation(format string, args ...any) {

@@ -1761,3 +1761,57 @@ func TestReplRestartWaitsForRefill(t *testing.T) {
 		require.Contains(t, a.out.String(), "without a refill from "+addr(1))
 	})
 }
+
+// TestReplOrphanedWrites: a write that its node sent to one peer and not
+// yet to another when it died reaches the other from the survivor
+// (replication/orphans.go). Under quorum, C's write is acknowledged once A
+// has it; B is stopped, and C's link to it is stuck behind 40 MB that B
+// has not read, so the write never leaves C for B. C is killed and B
+// continued: without the survivors' re-send, B would lack the write until
+// C came back, while A and B stay in sync with each other.
+func TestReplOrphanedWrites(t *testing.T) {
+	nodes := startReplGroup(t, 3, "--repl-ack", "quorum", "--repl-timeout", "300ms", "-m", "512")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	stopPeer(t, b)
+	cc := mustText(t, c.addr)
+	// Fill the sockets between C and B until C's link holds frames it
+	// cannot write: then the next write stays on C.
+	filler := strings.Repeat("f", 100<<10)
+	stuck := func() bool {
+		st, err := replStats(c.addr, "replication")
+		require.NoError(t, err)
+		for k, v := range st {
+			if v == b.replAddr && strings.HasSuffix(k, ":addr") {
+				return st[strings.TrimSuffix(k, "addr")+"pending_bytes"] != "0"
+			}
+		}
+		t.Fatalf("no link to B in C's stats:\n%s", fmtStats(st))
+		return false
+	}
+	for i := 0; !stuck(); i++ {
+		require.Less(t, i, 2000, "C's link to the stopped B never filled up")
+		require.Equal(t, "STORED\r\n", cc.mustDo(t, setReq(fmt.Sprintf("filler%d", i), filler)), logs(nodes))
+	}
+	require.Equal(t, "STORED\r\n", cc.mustDo(t, setReq("orphan", "only C and A")), logs(nodes))
+	require.True(t, stuck())
+	c.kill(t)
+	require.NoError(t, b.p.cmd.Process.Signal(syscall.SIGCONT))
+
+	cb := mustText(t, b.addr)
+	deadline := time.Now().Add(replSyncWait)
+	for {
+		it, ok := cb.mustGets(t, "orphan")
+		if ok {
+			require.Equal(t, "only C and A", it.value)
+			break
+		}
+		if time.Now().After(deadline) {
+			st, _ := replStats(a.addr, "replication")
+			t.Fatalf("B never got C's acknowledged write; A's stats:\n%s\n%s", fmtStats(st), logs(nodes))
+		}
+		time.Sleep(replPoll) // polling interval, bounded by deadline
+	}
+	waitStats(t, a, "replication", time.Now().Add(replSyncWait), nodes,
+		func(st map[string]string) bool { return st["orphans_resent"] != "0" })
+	require.Contains(t, a.p.out.String(), "gone: sent its")
+}
