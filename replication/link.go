@@ -73,6 +73,7 @@ type link struct {
 	conn        net.Conn
 	peer        string                  // the peer's node id
 	peerNum     uint16                  // and its node number
+	diedAt      time.Duration           // since r.epoch: when a connection last ended (orphans.go)
 	sent        []sentMark              // batches written, not yet acked
 	lat         *hdrhistogram.Histogram // ack latency, microseconds
 	wake        chan struct{}
@@ -189,6 +190,7 @@ func (l *link) dieLocked(err error) {
 		return
 	}
 	l.dead = true
+	l.diedAt = time.Since(l.r.epoch)
 	l.checkBehind() // a dead link is waited for no more
 	if l.conn != nil {
 		l.conn.Close()

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"sync"
+	"time"
 
 	"github.com/tandemcache/tandem/store"
 )
@@ -18,6 +19,19 @@ import (
 // survivor holds every write of the dead node that any of them got; no
 // other write can be missing, since their origins are alive and streaming.
 
+// A link that breaks while its peer lives (its writer overflowed, a
+// decode error, a network blip) needs no walk: the peer is streaming its
+// writes to the others itself, and resyncs this node when it dials again.
+// So the walk waits to see the peer gone: this node's own link to it
+// broken too. If the peer dials this node again while that link stays up,
+// or it stays up for orphanWait, the peer is alive. Without the wait, a link that keeps
+// breaking (a --repl-max-pending smaller than the writes in flight) made
+// each survivor walk its store at every break.
+const (
+	orphanWait = 2*backoffMax + handshakeTimeout
+	orphanPoll = 10 * time.Millisecond
+)
+
 // orphans coalesces the walks: one per dead peer at a time, run again
 // if the peer's link ended again meanwhile.
 type orphans struct {
@@ -31,6 +45,7 @@ func (r *Replicator) lost(num uint16, node string) {
 	if r.ctx.Err() != nil {
 		return
 	}
+	ended := time.Since(r.epoch)
 	o := &r.orphans
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -45,8 +60,11 @@ func (r *Replicator) lost(num uint16, node string) {
 	go func() {
 		defer r.wg.Done()
 		for {
-			n := r.resend(num)
-			r.logf("peer %s gone: sent its %d writes to the other peers", node, n)
+			if r.gone(num, ended) {
+				n := r.resend(num)
+				r.logf("peer %s gone: sent its %d writes to the other peers", node, n)
+			}
+			ended = time.Since(r.epoch)
 			o.mu.Lock()
 			if !o.running[num] || r.ctx.Err() != nil {
 				delete(o.running, num)
@@ -57,6 +75,36 @@ func (r *Replicator) lost(num uint16, node string) {
 			o.mu.Unlock()
 		}
 	}()
+}
+
+// gone waits to tell whether the peer with node number num, whose inbound
+// link ended at ended (since epoch), died or restarted: this node's link to
+// it broke too, at about the same time or since. A peer that only dialled
+// this node again, with this node's link to it up all along, is alive.
+func (r *Replicator) gone(num uint16, ended time.Duration) bool {
+	deadline := time.Now().Add(orphanWait)
+	for {
+		known, broke := false, false
+		for _, l := range r.links {
+			l.mu.Lock()
+			if l.peerNum == num && l.peer != "" {
+				known = true
+				// Both links end when the peer dies, each noticed by its
+				// own reader: allow for the other order.
+				broke = l.state.Load() == stateConnecting || l.diedAt > 0 && l.diedAt >= ended-time.Second
+			}
+			l.mu.Unlock()
+		}
+		if !known || broke {
+			return true
+		}
+		r.inMu.Lock()
+		back := r.inboundAt[num] > ended
+		r.inMu.Unlock()
+		if back || time.Now().After(deadline) || !r.pause(orphanPoll) {
+			return false
+		}
+	}
 }
 
 // resend walks the store once and pushes the states whose CAS node number

@@ -91,6 +91,7 @@ func (r *Replicator) serveInbound(conn net.Conn) {
 	}
 	r.inMu.Lock() // Stats reads it
 	in.node = node
+	r.inboundAt[num] = time.Since(r.epoch)
 	r.inMu.Unlock()
 	r.logf("peer %s (%s) connected", in.remote, node)
 	r.redial() // it is back: refill it now, not after our backoff

@@ -130,8 +130,9 @@ type Replicator struct {
 	warmupMu    sync.Mutex
 	warmup      Warmup // what the start's wait saw
 
-	orphans orphans       // re-sending a dead peer's writes (orphans.go)
-	resent  atomic.Uint64 // states re-sent that way
+	orphans   orphans                  // re-sending a dead peer's writes (orphans.go)
+	inboundAt map[uint16]time.Duration // by node number: when its inbound link last connected (since epoch); inMu
+	resent    atomic.Uint64            // states re-sent that way
 
 	ln      net.Listener
 	ctx     context.Context
@@ -193,6 +194,7 @@ func New(cfg Config) (*Replicator, error) {
 		inbound:    make(map[net.Conn]*inbound),
 		refilledBy: make(map[string]struct{}),
 		orphans:    orphans{running: make(map[uint16]bool)},
+		inboundAt:  make(map[uint16]time.Duration),
 		ovSet:      make(map[uint64]struct{}, overruledKept),
 	}
 	for _, p := range cfg.Peers {

@@ -1815,3 +1815,40 @@ func TestReplOrphanedWrites(t *testing.T) {
 		func(st map[string]string) bool { return st["orphans_resent"] != "0" })
 	require.Contains(t, a.p.out.String(), "gone: sent its")
 }
+
+// TestReplLinkBreakNotDeath: a link that breaks while its node lives is
+// not a dead node: the others do not walk their stores for its writes
+// (replication/orphans.go). With --repl-max-pending at its 64k minimum,
+// every 100 KB write on A overflows A's links, which A drops and redials;
+// B and C must not take that for A's death.
+func TestReplLinkBreakNotDeath(t *testing.T) {
+	nodes := startReplGroup(t, 3, "--repl-max-pending", "64k")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ca := mustText(t, a.addr)
+	big := strings.Repeat("v", 100<<10)
+	for i := range 5 {
+		require.Equal(t, "STORED\r\n", ca.mustDo(t, setReq(fmt.Sprintf("big%d", i), big)), logs(nodes))
+	}
+	waitStats(t, a, "replication", time.Now().Add(replSyncWait), nodes,
+		func(st map[string]string) bool { return st["peer0:overflows"] != "0" && allPeers(st, "in_sync") })
+	// A redials at once after the first break and within its backoff
+	// after the next ones; B and C decide within orphanWait (6 s) that
+	// A lives. Until then no walk has started either way, so wait for
+	// both to have seen A come back, then check that neither walked.
+	deadline := time.Now().Add(replSyncWait)
+	for _, n := range []*replNode{b, c} {
+		waitInSync(t, n.addr, deadline, nodes...)
+		tc := mustText(t, n.addr)
+		for i := range 5 {
+			it, ok := tc.mustGets(t, fmt.Sprintf("big%d", i))
+			require.True(t, ok, "big%d missing on %s", i, n.id)
+			require.Equal(t, big, it.value)
+		}
+	}
+	for _, n := range []*replNode{b, c} {
+		st, err := replStats(n.addr, "replication")
+		require.NoError(t, err)
+		require.Equal(t, "0", st["orphans_resent"], "%s walked for a living A:\n%s", n.id, logs(nodes))
+		require.NotContains(t, n.p.out.String(), "gone:", logs(nodes))
+	}
+}
