@@ -17,7 +17,8 @@ import (
 )
 
 // TestReplChaos runs writers against a group of three while its nodes are
-// killed and restarted, or stopped and continued, one at a time, and then
+// killed (SIGKILL, or SIGTERM for a graceful stop) and restarted, or stopped
+// and continued, one at a time, and then
 // checks what the model promises: every replica holds the same state of
 // every key (value, flags and CAS, or nothing), and every write that was
 // acknowledged, to a key no other write touches, is on every node.
@@ -75,12 +76,19 @@ func replChaos(t *testing.T, seed uint64, length time.Duration, mode chaosMode, 
 	for time.Now().Before(end) {
 		nd := nodes[rng.IntN(len(nodes))]
 		down := time.Duration(rng.IntN(800)) * time.Millisecond
-		if rng.IntN(10) < 7 {
+		if event := rng.IntN(10); event < 7 {
 			var sample map[string]string
 			if mode.durable {
 				sample = cw.sample(rng, 100)
 			}
-			nd.kill(t)
+			if event < 5 {
+				nd.kill(t)
+			} else {
+				// A graceful stop: held replies get half the grace period,
+				// then the connections close.
+				require.NoError(t, nd.p.cmd.Process.Signal(syscall.SIGTERM))
+				nd.p.waitExit(t, 10*time.Second)
+			}
 			time.Sleep(down) // how long the node stays dead: the scenario
 			nd.start(t)
 			kills++
