@@ -17,11 +17,11 @@ import (
 )
 
 // TestReplChaos runs writers against a group of three while its nodes are
-// killed (SIGKILL, or SIGTERM for a graceful stop) and restarted, or stopped
-// and continued, one at a time, and then
-// checks what the model promises: every replica holds the same state of
-// every key (value, flags and CAS, or nothing), and every write that was
-// acknowledged, to a key no other write touches, is on every node.
+// killed (SIGKILL, or SIGTERM for a graceful stop) and restarted, or
+// stopped and continued, one at a time, and then checks what the model
+// promises: every replica holds the same state of every key (value, flags
+// and CAS, or nothing), and every write that was acknowledged, to a key no
+// other write touches, is on every node.
 //
 // TANDEM_CHAOS sets how long the chaos lasts (default 6s), and
 // TANDEM_CHAOS_SEED the seed, e.g.:
