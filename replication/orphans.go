@@ -12,21 +12,22 @@ import (
 // to others stays missing on the others: under quorum a write acked by
 // one peer of two, under all one made while a peer was out of sync. No
 // link between the survivors would ever resync, so they would disagree
-// until the dead node came back and refilled them. So when a peer's
-// inbound link ends, every survivor sends the others, like a resync but
-// without a mark, the states (items and tombstones) whose CAS that peer
-// made: its node number is in the CAS's low bits. After both walks each
-// survivor holds every write of the dead node that any of them got; no
-// other write can be missing, since their origins are alive and streaming.
+// until the dead node came back and refilled them. So when a peer dies,
+// every survivor sends the others, like a resync but without a mark, the
+// states (items and tombstones) whose CAS that peer made: its node number
+// is in the CAS's low bits. After both walks each survivor holds every
+// write of the dead node that any of them got; no other write can be
+// missing, since their origins are alive and streaming.
 
 // A link that breaks while its peer lives (its writer overflowed, a
 // decode error, a network blip) needs no walk: the peer is streaming its
 // writes to the others itself, and resyncs this node when it dials again.
-// So the walk waits to see the peer gone: this node's own link to it
-// broken too. If the peer dials this node again while that link stays up,
-// or it stays up for orphanWait, the peer is alive. Without the wait, a link that keeps
-// breaking (a --repl-max-pending smaller than the writes in flight) made
-// each survivor walk its store at every break.
+// So when a peer's inbound link ends, the walk waits to see the peer gone:
+// this node's own link to it broken too. If the peer dials this node again
+// while that link stays up, or it stays up for orphanWait, the peer is
+// alive. Without the wait, a link that keeps breaking (a
+// --repl-max-pending smaller than the writes in flight) made each survivor
+// walk its store at every break.
 const (
 	orphanWait = 2*backoffMax + handshakeTimeout
 	orphanPoll = 10 * time.Millisecond
