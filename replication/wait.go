@@ -145,6 +145,8 @@ func (r *Replicator) sweep() {
 	defer r.wg.Done()
 	t := time.NewTimer(r.cfg.Timeout)
 	defer t.Stop()
+	due := time.Since(r.epoch) + r.cfg.Timeout // when t should fire
+	graced := false
 	var expired []waiter
 	for {
 		select {
@@ -153,6 +155,19 @@ func (r *Replicator) sweep() {
 		case <-t.C:
 		}
 		now := time.Since(r.epoch)
+		if now-due > r.cfg.Timeout/2 && !graced {
+			// The sweeper ran half a timeout or more after its time: the
+			// process was frozen (SIGSTOP, a paused VM) or starved. The
+			// acks of the writes waiting may lie unread in the sockets;
+			// expiring them now would blame the peers for this node's
+			// pause (quorum answered "not reached", peers marked out of
+			// sync). Give the ack readers one timeout first, once.
+			graced = true
+			due = now + r.cfg.Timeout
+			t.Reset(r.cfg.Timeout)
+			continue
+		}
+		graced = false
 		next := r.cfg.Timeout
 		r.wmu.Lock()
 		n := 0
@@ -169,6 +184,7 @@ func (r *Replicator) sweep() {
 			w.a.Acked(w.seq, r.timedOut(w.seq))
 			expired[i] = waiter{}
 		}
+		due = now + next
 		t.Reset(next)
 	}
 }
