@@ -245,7 +245,12 @@ func serve(o *options, users authUsers, stderr io.Writer) int {
 		// the listeners are not open yet, so clients find it down and go
 		// to another node meanwhile (replication/warmup.go).
 		if o.replWarmup > 0 {
+			// Say why the port stays closed when it takes a while.
+			slow := time.AfterFunc(time.Second, func() {
+				fmt.Fprintln(stderr, "tandem: waiting for the peers to refill this node before serving clients (--repl-warmup)")
+			})
 			w := repl.WaitRefilled(ctx, o.replWarmup)
+			slow.Stop()
 			list := func(s []string) string {
 				if len(s) == 0 {
 					return "none"

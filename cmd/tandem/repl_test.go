@@ -1741,6 +1741,7 @@ func TestReplRestartWaitsForRefill(t *testing.T) {
 		require.Equal(t, "0", st["warmup_refilled_by"], fmtStats(st))
 		require.Equal(t, "0", st["warmup_missing"], fmtStats(st))
 		require.Contains(t, a.p.out.String(), "down: "+b.replAddr)
+		require.Contains(t, a.p.out.String(), "waiting for the peers to refill this node")
 		t.Logf("A served %v after its start, B stopped", took.Round(time.Millisecond))
 	})
 
