@@ -183,6 +183,12 @@ func parseArgs(args []string, errOut io.Writer) (*options, error) {
 	if o.replMaxPending, err = parseSize(get("repl-max-pending"), 1); err != nil || o.replMaxPending < 64<<10 || o.replMaxPending > 1<<40 {
 		return nil, fmt.Errorf("tandem: bad --repl-max-pending %q: from 64k to 1024g", get("repl-max-pending"))
 	}
+	if len(o.peers) > 0 && o.replMaxPending < 2*int64(o.itemMax) {
+		// One large write alone then passes the bound: every link it goes
+		// to is dropped and its peer resynced, at every such write.
+		o.warnings = append(o.warnings, fmt.Sprintf("--repl-max-pending %s is less than twice -I %s: a write of a large item drops the links to the peers and resyncs them",
+			get("repl-max-pending"), get("max-item-size")))
+	}
 	m, err := strconv.ParseUint(get("unix-mask"), 8, 32)
 	if err != nil {
 		return nil, fmt.Errorf("tandem: bad -a %q: an octal mask", get("unix-mask"))

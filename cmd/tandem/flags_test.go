@@ -82,6 +82,14 @@ func TestFlags(t *testing.T) {
 			require.Equal(t, 11211, o.udpPort)
 			require.Empty(t, o.warnings)
 		}},
+		{"max pending below two items", []string{"--peers", "127.0.0.1:1", "--repl-listen", "127.0.0.1:2", "--repl-max-pending", "1m", "-I", "1m"},
+			func(t *testing.T, o *options) {
+				require.Equal(t, []string{"--repl-max-pending 1m is less than twice -I 1m: a write of a large item drops the links to the peers and resyncs them"}, o.warnings)
+			}},
+		{"max pending of two items", []string{"--peers", "127.0.0.1:1", "--repl-listen", "127.0.0.1:2", "--repl-max-pending", "2m", "-I", "1m"},
+			func(t *testing.T, o *options) {
+				require.Empty(t, o.warnings)
+			}},
 		{"large pages", []string{"-L"}, func(t *testing.T, o *options) {
 			require.True(t, o.largePages)
 		}},
