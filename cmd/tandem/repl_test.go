@@ -1855,26 +1855,27 @@ func TestReplLinkBreakNotDeath(t *testing.T) {
 }
 
 // TestReplFrozenWriter: a node that was frozen does not blame its peers for
-// its own pause. C writes on while it is stopped and continued; the acks of
+// its own pause. C writes on while it is stopped (three timeouts long) and
+// continued; the acks of
 // its writes in flight lie unread in its sockets when it runs again, and its
 // timeout sweeper, late by the whole pause, waits one more timeout for its
 // ack readers instead of answering them "quorum not reached" and marking
 // the peers out of sync (replication/wait.go, sweep).
 func TestReplFrozenWriter(t *testing.T) {
-	nodes := startReplGroup(t, 3, "--repl-ack", "quorum", "--repl-timeout", "300ms")
+	nodes := startReplGroup(t, 3, "--repl-ack", "quorum", "--repl-timeout", "500ms")
 	c := nodes[2]
 	cc := mustText(t, c.addr)
 	n := 0
-	for range 3 {
+	for range 2 {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
 			time.Sleep(100 * time.Millisecond) // the scenario: a pause in the middle of the writes
 			_ = c.p.cmd.Process.Signal(syscall.SIGSTOP)
-			time.Sleep(time.Second) // the pause: three timeouts
+			time.Sleep(1500 * time.Millisecond) // the pause: three timeouts
 			_ = c.p.cmd.Process.Signal(syscall.SIGCONT)
 		}()
-		end := time.Now().Add(1500 * time.Millisecond)
+		end := time.Now().Add(2 * time.Second)
 		for time.Now().Before(end) {
 			require.Equal(t, "STORED\r\n", cc.mustDo(t, setReq(fmt.Sprintf("k%d", n), "v")), "write %d\n%s", n, logs(nodes))
 			n++
@@ -1886,5 +1887,5 @@ func TestReplFrozenWriter(t *testing.T) {
 	require.Equal(t, "0", st["writes_refused"], fmtStats(st))
 	require.Equal(t, "0", st["peer0:timeouts"], fmtStats(st))
 	require.Equal(t, "0", st["peer1:timeouts"], fmtStats(st))
-	t.Logf("%d writes on C across three pauses of 1 s, all STORED", n)
+	t.Logf("%d writes on C across two pauses of 1.5 s, all STORED", n)
 }
