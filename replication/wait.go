@@ -146,7 +146,6 @@ func (r *Replicator) sweep() {
 	t := time.NewTimer(r.cfg.Timeout)
 	defer t.Stop()
 	due := time.Since(r.epoch) + r.cfg.Timeout // when t should fire
-	graced := false
 	var expired []waiter
 	for {
 		select {
@@ -155,19 +154,19 @@ func (r *Replicator) sweep() {
 		case <-t.C:
 		}
 		now := time.Since(r.epoch)
-		if now-due > r.cfg.Timeout/2 && !graced {
+		if now-due > r.cfg.Timeout/2 {
 			// The sweeper ran half a timeout or more after its time: the
 			// process was frozen (SIGSTOP, a paused VM) or starved. The
 			// acks of the writes waiting may lie unread in the sockets;
 			// expiring them now would blame the peers for this node's
 			// pause (quorum answered "not reached", peers marked out of
-			// sync). Give the ack readers one timeout first, once.
-			graced = true
+			// sync). Give the ack readers one timeout first, and another
+			// if the process is frozen again meanwhile: a wake that comes
+			// on time expires what is due.
 			due = now + r.cfg.Timeout
 			t.Reset(r.cfg.Timeout)
 			continue
 		}
-		graced = false
 		next := r.cfg.Timeout
 		r.wmu.Lock()
 		n := 0
