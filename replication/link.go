@@ -240,7 +240,7 @@ func (l *link) run() {
 			// counts as a failed dial: made again at once, it would be
 			// resynced in a loop.
 		}
-		l.pause(backoff) // the loop ends if it closed
+		l.r.pause(backoff, l.redial) // the loop ends if it closed; redial: the peer is back
 		backoff = min(backoff*2, backoffMax)
 	}
 }
@@ -537,17 +537,9 @@ func (l *link) resync() {
 		}
 	}
 	for p := 0; p < st.Parts(); p++ {
-		local = local[:0]
 		// Tombstones too: a peer that kept its memory while away must
 		// drop what was deleted meanwhile.
-		st.ForEachTomb(p, func(key []byte, cas uint64) {
-			local = appendFrame(local, &frame{Op: opDel, Key: key, CAS: cas})
-		})
-		st.ForEach(p, func(it store.Item) {
-			f := itemFrame(it)
-			local = appendFrame(local, &f)
-			local = it.AppendValue(local)
-		})
+		local, _ = appendPart(local[:0], st, p, nil)
 		if !l.pushResync(local) {
 			return
 		}
@@ -562,6 +554,28 @@ func (l *link) resync() {
 	}
 	l.mu.Unlock()
 	l.r.mu.Unlock()
+}
+
+// appendPart appends the frames of part p of the store: its tombstones and
+// its live items, those whose CAS keep accepts (all when keep is nil). It
+// also returns how many it appended.
+func appendPart(b []byte, st *store.Store, p int, keep func(cas uint64) bool) ([]byte, int) {
+	n := 0
+	st.ForEachTomb(p, func(key []byte, cas uint64) {
+		if keep == nil || keep(cas) {
+			b = appendFrame(b, &frame{Op: opDel, Key: key, CAS: cas})
+			n++
+		}
+	})
+	st.ForEach(p, func(it store.Item) {
+		if keep == nil || keep(it.CAS) {
+			f := itemFrame(it)
+			b = appendFrame(b, &f)
+			b = it.AppendValue(b)
+			n++
+		}
+	})
+	return b, n
 }
 
 // appendFlushState appends the frames that carry what flush_all decided.

@@ -3,8 +3,6 @@ package replication
 import (
 	"sync"
 	"time"
-
-	"github.com/tandemcache/tandem/store"
 )
 
 // Only the node that took a write sends it to the peers, each over its own
@@ -102,7 +100,7 @@ func (r *Replicator) gone(num uint16, ended time.Duration) bool {
 		r.inMu.Lock()
 		back := r.inboundAt[num] > ended
 		r.inMu.Unlock()
-		if back || time.Now().After(deadline) || !r.pause(orphanPoll) {
+		if back || time.Now().After(deadline) || !r.pause(orphanPoll, nil) {
 			return false
 		}
 	}
@@ -131,21 +129,11 @@ func (r *Replicator) resend(num uint16) int {
 		// A flush the dead node made may have reached some of us only.
 		local = appendFlushState(local, pending, cas)
 	}
+	byNode := func(cas uint64) bool { return uint16(cas&nodeMask) == num }
 	for p := 0; p < st.Parts() && r.ctx.Err() == nil; p++ {
-		st.ForEachTomb(p, func(key []byte, cas uint64) {
-			if uint16(cas&nodeMask) == num {
-				local = appendFrame(local, &frame{Op: opDel, Key: key, CAS: cas})
-				sent++
-			}
-		})
-		st.ForEach(p, func(it store.Item) {
-			if uint16(it.CAS&nodeMask) == num {
-				f := itemFrame(it)
-				local = appendFrame(local, &f)
-				local = it.AppendValue(local)
-				sent++
-			}
-		})
+		var n int
+		local, n = appendPart(local, st, p, byNode)
+		sent += n
 		if len(local) < resyncChunk/4 && p+1 < st.Parts() {
 			continue // gather small parts into one push
 		}

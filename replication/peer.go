@@ -38,7 +38,7 @@ func (r *Replicator) accept() {
 			// reconnect to this node.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			r.logf("accept: %v (retrying in %v)", err, backoff)
-			if !r.pause(backoff) {
+			if !r.pause(backoff, nil) {
 				return
 			}
 			continue
@@ -52,13 +52,15 @@ func (r *Replicator) accept() {
 	}
 }
 
-// pause waits for d, or less if the replicator closes: then it reports
-// false.
-func (r *Replicator) pause(d time.Duration) bool {
+// pause waits for d, or less if wake (which may be nil) is signalled or
+// the replicator closes: then it reports false.
+func (r *Replicator) pause(d time.Duration, wake <-chan struct{}) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
+		return true
+	case <-wake:
 		return true
 	case <-r.ctx.Done():
 		return false

@@ -112,15 +112,3 @@ func (r *Replicator) redial() {
 		}
 	}
 }
-
-// pause waits for the link's backoff d, less if redial asks or the
-// replicator closes.
-func (l *link) pause(d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-l.redial:
-	case <-l.r.ctx.Done():
-	}
-}
